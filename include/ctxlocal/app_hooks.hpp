@@ -1,0 +1,78 @@
+// ctxlocal::AppHooks: teardown callbacks that belong to an application object.
+#pragma once
+
+#include <exception>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ctxlocal {
+
+/// Derive your application type from AppHooks to register Flask-style teardown callbacks. Contexts of an
+/// App that does not derive from it simply run none.
+///
+///     struct MyApp : ctxlocal::AppHooks { std::string name; };
+///     MyApp app;
+///     app.teardown_request([](std::exception_ptr error) { close_db(); });      // request still readable
+///     app.teardown_appcontext([](std::exception_ptr error) { flush(web::g); }); // g still readable
+///
+/// Callbacks run in reverse registration order, on the thread that pops the context, each given the
+/// exception that ended the request (null when it ended normally). Every callback runs even when an
+/// earlier one throws; see Contexts for how their errors are reported.
+/// Thread-safety: registering is not thread-safe and must not race with requests: register everything
+/// before the application serves. Running callbacks from many threads at once is fine.
+class AppHooks {
+public:
+    /// A teardown callback: receives the exception that ended the request or context, or null.
+    using Callback = std::function<void(std::exception_ptr)>;
+
+    /// Registers a callback run when a request context is popped for the last time (the request still
+    /// bound). Returns *this. Allocates.
+    AppHooks& teardown_request(Callback fn) {
+        teardown_request_.push_back(std::move(fn));
+        return *this;
+    }
+
+    /// Registers a callback run when an application context is popped for the last time (no request
+    /// bound any more; `current_app` and `g` still readable). Returns *this. Allocates.
+    AppHooks& teardown_appcontext(Callback fn) {
+        teardown_appcontext_.push_back(std::move(fn));
+        return *this;
+    }
+
+    /// The registered callbacks, in registration order.
+    const std::vector<Callback>& teardown_request_callbacks() const noexcept { return teardown_request_; }
+    /// The registered callbacks, in registration order.
+    const std::vector<Callback>& teardown_appcontext_callbacks() const noexcept { return teardown_appcontext_; }
+
+protected:
+    AppHooks() = default;
+    ~AppHooks() = default;
+    AppHooks(const AppHooks&) = default;
+    AppHooks(AppHooks&&) = default;
+    AppHooks& operator=(const AppHooks&) = default;
+    AppHooks& operator=(AppHooks&&) = default;
+
+private:
+    std::vector<Callback> teardown_request_;
+    std::vector<Callback> teardown_appcontext_;
+};
+
+/// Something that went wrong where no exception could be thrown, reported to the handler set with
+/// `Contexts::set_incident_handler` (by default, printed to stderr).
+struct Incident {
+    enum class Kind {
+        /// `handle()` found a context still pushed after the handler returned (or at its start) and
+        /// popped it, running its teardown.
+        leaked_context,
+        /// A teardown callback threw while another exception was already propagating (from `run()`,
+        /// `handle()` or a `scope()` guard being unwound); that exception wins, this one is reported here.
+        suppressed_teardown_error,
+    };
+    Kind kind;
+    std::string message;
+    std::exception_ptr error;  // the suppressed exception, for suppressed_teardown_error
+};
+
+}  // namespace ctxlocal

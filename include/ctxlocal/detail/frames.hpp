@@ -1,0 +1,107 @@
+// Private machinery behind the context stacks: a frame stack that allocates nothing in steady state,
+// and teardown helpers.
+#pragma once
+
+#include <cstddef>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../app_hooks.hpp"
+#include "../errors.hpp"
+
+namespace ctxlocal::detail {
+
+/// A stack of frames that keeps each frame's memory when it is popped: push/pop allocate nothing once the
+/// stack has been as deep before, and a frame keeps its address while it is pushed.
+template <class Frame>
+class FrameStack {
+public:
+    /// Makes sure the next push() cannot throw. May allocate.
+    void reserve_next() {
+        if (size_ == frames_.size()) frames_.push_back(std::make_unique<Frame>());
+    }
+    /// Pushes a frame and returns it, with the field values the previous user left (the caller sets
+    /// every field). Call reserve_next() first.
+    Frame& push() noexcept { return *frames_[size_++]; }
+    void pop() noexcept { --size_; }
+    Frame* top() const noexcept { return size_ == 0 ? nullptr : frames_[size_ - 1].get(); }
+    Frame& at(std::size_t i) const noexcept { return *frames_[i]; }
+    std::size_t size() const noexcept { return size_; }
+
+private:
+    std::vector<std::unique_ptr<Frame>> frames_;
+    std::size_t size_ = 0;
+};
+
+/// "<AppContext 0x...>": how error messages name a context.
+inline std::string describe(const char* kind, const void* address) {
+    char text[96];
+    std::snprintf(text, sizeof text, "<%s %p>", kind, address);
+    return text;
+}
+
+/// Calls every teardown callback of `app` of one kind in reverse registration order, each with `error`,
+/// collecting what they throw into `errors`. Does nothing for an App that does not derive from AppHooks.
+template <class App>
+void run_teardown(App& app, bool request_callbacks, const std::exception_ptr& error,
+                  std::vector<std::exception_ptr>& errors) noexcept {
+    if constexpr (std::is_base_of_v<AppHooks, App>) {
+        const AppHooks& hooks = app;
+        const auto& callbacks =
+            request_callbacks ? hooks.teardown_request_callbacks() : hooks.teardown_appcontext_callbacks();
+        for (std::size_t i = callbacks.size(); i-- > 0;) {
+            try {
+                callbacks[i](error);
+            } catch (...) {
+                errors.push_back(std::current_exception());
+            }
+        }
+    } else {
+        (void)app, (void)request_callbacks, (void)error, (void)errors;
+    }
+}
+
+/// The what() of an exception_ptr's exception, or a placeholder for a non-standard one.
+inline std::string message_of(const std::exception_ptr& error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "(an exception not derived from std::exception)";
+    }
+}
+
+/// Throws what teardown collected: the one exception itself, or a teardown_error listing them all.
+[[noreturn]] inline void throw_teardown_errors(std::vector<std::exception_ptr> errors) {
+    if (errors.size() == 1) std::rethrow_exception(errors.front());
+    std::string message = "ctxlocal: " + std::to_string(errors.size()) +
+                          " teardown callbacks threw (the context was popped and every callback ran): ";
+    for (std::size_t i = 0; i < errors.size(); ++i) {
+        message += (i == 0 ? "" : "; ") + message_of(errors[i]);
+    }
+    throw teardown_error(message, std::move(errors));
+}
+
+/// The result of a call, held across the pop that follows it (references stay references).
+template <class R>
+struct Returned {
+    template <class F>
+    explicit Returned(F& f) : value(f()) {}
+    R value;
+};
+template <>
+struct Returned<void> {
+    template <class F>
+    explicit Returned(F& f) {
+        f();
+    }
+};
+
+}  // namespace ctxlocal::detail

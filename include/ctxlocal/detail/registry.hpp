@@ -1,0 +1,336 @@
+// Private machinery behind Local: the per-thread slot table and the process-wide registry of slots
+// and threads. Nothing here is part of the public API.
+//
+// Design
+// - Every Local takes a slot id (a small integer) on first use. Each thread owns a ThreadTable: an
+//   array of slots, indexed by id, holding that thread's value for each Local (or null).
+// - The calling thread's table is reached through one thread-local pointer, `current_table`, which
+//   starts at a shared empty table of capacity 0. The read path is therefore: load the pointer, compare
+//   the id with the capacity, load the slot. No lock, no read-modify-write; an id that is not in the
+//   table (no slot yet, table too small, Local destroyed) fails the bounds check.
+// - Everything else (creating a table, storing or removing a value, visiting all threads, thread exit,
+//   fork) takes the registry lock. Values are destroyed outside the lock, except when the caller already
+//   holds it (inside for_each).
+// - A pthread key destructor tears a thread's table down at thread exit. glibc runs key destructors
+//   after the C++ thread_local destructors, so a thread_local object's destructor can still use Locals.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <new>
+#include <utility>
+#include <vector>
+
+#include "../config.hpp"
+#include "../errors.hpp"
+
+namespace ctxlocal::detail {
+
+/// Destroys a value stored in a slot.
+using Deleter = void (*)(void*) noexcept;
+
+/// Sentinel id of a Local that has been destroyed: it fails every bounds check.
+inline constexpr std::uint32_t dead_id = 0xFFFFFFFFu;
+
+/// One thread's values. slots[i] is the value for the Local with id i; slot 0 is never used, so that the
+/// id 0 ("no slot yet") always reads as empty.
+struct ThreadTable {
+    std::uint32_t capacity = 0;
+    std::atomic<void*>* slots = nullptr;
+    ThreadTable* prev = nullptr;
+    ThreadTable* next = nullptr;
+    bool closed = false;  // thread exit has gone on too long: no new values
+};
+
+/// The table every thread starts with. Capacity 0; never written.
+CTXLOCAL_EXPORT inline ThreadTable empty_table{};
+/// The calling thread's table. Constant-initialised, so reading it is a plain thread-local load.
+CTXLOCAL_EXPORT inline thread_local ThreadTable* current_table = &empty_table;
+/// How many times the calling thread holds the registry lock (the lock is re-entrant per thread).
+CTXLOCAL_EXPORT inline thread_local unsigned lock_depth = 0;
+/// True once the calling thread's table was torn down at exit; later values are refused.
+CTXLOCAL_EXPORT inline thread_local bool thread_finished = false;
+
+class Registry;
+CTXLOCAL_EXPORT inline std::atomic<Registry*> registry_instance{nullptr};
+
+/// The process-wide registry: slot ids, their deleters, and the list of live thread tables.
+/// Created on first use and never destroyed, so it outlives every static Local.
+class Registry {
+public:
+    static Registry& instance() {
+        Registry* r = registry_instance.load(std::memory_order_acquire);
+        return r != nullptr ? *r : create();
+    }
+
+    /// Takes a free slot id for a Local whose values are destroyed by `deleter`.
+    std::uint32_t acquire_id(Deleter deleter) {
+        Lock lock(*this);
+        std::uint32_t id;
+        if (!free_ids_.empty()) {
+            id = free_ids_.back();
+            free_ids_.pop_back();
+            deleters_[id] = deleter;
+        } else {
+            if (deleters_.size() >= dead_id - 1) throw error("ctxlocal: too many live Local objects");
+            id = static_cast<std::uint32_t>(deleters_.size());
+            deleters_.push_back(deleter);
+            pending_.push_back(0);
+        }
+        return id;
+    }
+
+    /// Destroys every thread's value for `id` on the calling thread, waits for values that exiting
+    /// threads are destroying at this moment, and frees the id for reuse.
+    void release_id(std::uint32_t id) noexcept {
+        std::vector<void*> doomed;
+        Deleter deleter;
+        {
+            Lock lock(*this);
+            deleter = deleters_[id];
+            for (ThreadTable* t = head_; t != nullptr; t = t->next) {
+                if (id < t->capacity) {
+                    if (void* p = t->slots[id].exchange(nullptr, std::memory_order_acq_rel)) doomed.push_back(p);
+                }
+            }
+            deleters_[id] = nullptr;
+            if (lock_depth == 1) {
+                std::unique_lock<std::mutex> ul(mutex_, std::adopt_lock);
+                cv_.wait(ul, [&] { return pending_[id] == 0; });
+                ul.release();
+            }
+            // Inside for_each (lock held by an outer frame) the id is retired instead, and freed by the
+            // exiting thread that finishes the last pending destruction.
+            if (pending_[id] == 0) free_ids_.push_back(id);
+        }
+        for (void* p : doomed) deleter(p);
+    }
+
+    /// Stores `value` as the calling thread's value for `id` and returns the value it displaced (null if
+    /// none). Throws unbound_error, storing nothing, when the calling thread is past its exit.
+    void* exchange(std::uint32_t id, void* value) {
+        Lock lock(*this);
+        ThreadTable* t = current_table;
+        if (t == &empty_table) t = attach_thread();
+        if (t->closed) {
+            throw unbound_error(
+                "ctxlocal: cannot create a value on this thread: it is exiting and its values' destructors "
+                "kept creating new values for more than CTXLOCAL_MAX_EXIT_ROUNDS rounds");
+        }
+        if (id >= t->capacity) grow(*t, id);
+        void* old = t->slots[id].load(std::memory_order_relaxed);
+        t->slots[id].store(value, std::memory_order_release);
+        return old;
+    }
+
+    /// Removes the calling thread's value for `id` and returns it (null if none).
+    void* take(std::uint32_t id) noexcept {
+        ThreadTable* t = current_table;
+        if (id >= t->capacity) return nullptr;
+        Lock lock(*this);
+        void* old = t->slots[id].load(std::memory_order_relaxed);
+        t->slots[id].store(nullptr, std::memory_order_release);
+        return old;
+    }
+
+    /// Calls f(void*) for every thread's value for `id`, holding the lock, so that no visited value is
+    /// destroyed by its thread exiting meanwhile.
+    template <class F>
+    void visit(std::uint32_t id, F&& f) {
+        Lock lock(*this);
+        const unsigned generation = fork_generation_;
+        for (ThreadTable* t = head_; t != nullptr; t = t->next) {
+            if (id >= t->capacity) continue;
+            if (void* p = t->slots[id].load(std::memory_order_acquire)) {
+                f(p);
+                // f forked and we are the child: the other tables are gone.
+                if (generation != fork_generation_) return;
+            }
+        }
+    }
+
+    /// How many threads hold a value for `id`.
+    std::size_t count(std::uint32_t id) {
+        Lock lock(*this);
+        std::size_t n = 0;
+        for (ThreadTable* t = head_; t != nullptr; t = t->next) {
+            if (id < t->capacity && t->slots[id].load(std::memory_order_relaxed) != nullptr) ++n;
+        }
+        return n;
+    }
+
+    Registry(const Registry&) = delete;
+    Registry& operator=(const Registry&) = delete;
+
+private:
+    /// Holds the registry mutex; re-entrant on one thread (for_each callbacks may use Locals).
+    class Lock {
+    public:
+        explicit Lock(Registry& r) : r_(r) {
+            if (lock_depth == 0) r_.mutex_.lock();
+            ++lock_depth;
+        }
+        ~Lock() {
+            if (--lock_depth == 0) r_.mutex_.unlock();
+        }
+        Lock(const Lock&) = delete;
+        Lock& operator=(const Lock&) = delete;
+
+    private:
+        Registry& r_;
+    };
+
+    struct Doomed {
+        void* value;
+        Deleter deleter;
+        std::uint32_t id;
+    };
+
+    Registry() {
+        deleters_.push_back(nullptr);  // id 0 is "no slot yet"
+        pending_.push_back(0);
+        if (pthread_key_create(&key_, &Registry::on_thread_exit) != 0) throw error("ctxlocal: pthread_key_create failed");
+    }
+
+    static Registry& create() {
+        auto* fresh = new Registry();
+        Registry* expected = nullptr;
+        if (!registry_instance.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel)) {
+            pthread_key_delete(fresh->key_);
+            delete fresh;
+            return *expected;
+        }
+        pthread_atfork(&Registry::before_fork, &Registry::after_fork_parent, &Registry::after_fork_child);
+        return *fresh;
+    }
+
+    ThreadTable* attach_thread() {
+        if (thread_finished) {
+            throw unbound_error(
+                "ctxlocal: cannot create a value on this thread: its values were already destroyed at thread "
+                "exit (a later thread-exit handler tried to use a Local)");
+        }
+        auto* t = new ThreadTable();
+        t->next = head_;
+        if (head_ != nullptr) head_->prev = t;
+        head_ = t;
+        pthread_setspecific(key_, t);
+        current_table = t;
+        return t;
+    }
+
+    void unlink(ThreadTable* t) noexcept {
+        if (t->prev != nullptr) t->prev->next = t->next;
+        else head_ = t->next;
+        if (t->next != nullptr) t->next->prev = t->prev;
+    }
+
+    static void free_table(ThreadTable* t) noexcept {
+        delete[] t->slots;
+        delete t;
+    }
+
+    /// Grows the calling thread's table so that `id` fits. Only the owning thread grows its table, and
+    /// only under the lock, so readers on other threads (also under the lock) never see a torn table.
+    static void grow(ThreadTable& t, std::uint32_t id) {
+        std::uint32_t capacity = t.capacity < 8 ? 8 : t.capacity;
+        while (capacity <= id) capacity = capacity > dead_id / 2 ? dead_id : capacity * 2;
+        auto* slots = new std::atomic<void*>[capacity]();
+        for (std::uint32_t i = 0; i < t.capacity; ++i) {
+            slots[i].store(t.slots[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
+        }
+        std::atomic<void*>* old = t.slots;
+        t.slots = slots;
+        t.capacity = capacity;
+        delete[] old;
+    }
+
+    /// pthread key destructor: destroys the exiting thread's values on that thread, again and again while
+    /// their destructors create new ones, then frees the table.
+    static void on_thread_exit(void* arg) noexcept {
+        auto* t = static_cast<ThreadTable*>(arg);
+        Registry& r = instance();
+        std::vector<Doomed> doomed;
+        for (unsigned round = 1;; ++round) {
+            doomed.clear();
+            {
+                Lock lock(r);
+                if (round >= CTXLOCAL_MAX_EXIT_ROUNDS) t->closed = true;
+                for (std::uint32_t id = 1; id < t->capacity; ++id) {
+                    if (void* p = t->slots[id].exchange(nullptr, std::memory_order_acq_rel)) {
+                        doomed.push_back({p, r.deleters_[id], id});
+                        ++r.pending_[id];
+                    }
+                }
+            }
+            if (doomed.empty()) break;
+            for (const Doomed& d : doomed) d.deleter(d.value);
+            Lock lock(r);
+            for (const Doomed& d : doomed) r.finish_pending(d.id);
+        }
+        {
+            Lock lock(r);
+            r.unlink(t);
+        }
+        current_table = &empty_table;
+        thread_finished = true;
+        free_table(t);
+    }
+
+    void finish_pending(std::uint32_t id) noexcept {
+        if (--pending_[id] != 0) return;
+        if (deleters_[id] == nullptr) free_ids_.push_back(id);  // retired while we destroyed its value
+        cv_.notify_all();
+    }
+
+    static void before_fork() noexcept {
+        Registry& r = instance();
+        if (lock_depth == 0) r.mutex_.lock();
+        ++lock_depth;
+    }
+
+    static void after_fork_parent() noexcept {
+        Registry& r = instance();
+        if (--lock_depth == 0) r.mutex_.unlock();
+    }
+
+    /// In the child only the forking thread exists. Its table stays; the other threads' tables are
+    /// dropped without running their values' destructors (those may need locks that threads which no
+    /// longer exist were holding); their memory is the child's to reclaim at exit.
+    static void after_fork_child() noexcept {
+        Registry& r = instance();
+        new (&r.cv_) std::condition_variable();  // waiters, if any, were other threads
+        ++r.fork_generation_;
+        for (ThreadTable* t = r.head_; t != nullptr;) {
+            ThreadTable* next = t->next;
+            if (t != current_table) {
+                r.unlink(t);
+                free_table(t);
+            }
+            t = next;
+        }
+        for (std::uint32_t id = 1; id < r.pending_.size(); ++id) {
+            if (r.pending_[id] != 0) {
+                r.pending_[id] = 0;
+                if (r.deleters_[id] == nullptr) r.free_ids_.push_back(id);
+            }
+        }
+        if (--lock_depth == 0) r.mutex_.unlock();
+    }
+
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    ThreadTable* head_ = nullptr;
+    std::vector<Deleter> deleters_;      // by id; null for a free or retired id
+    std::vector<unsigned> pending_;      // by id; values an exiting thread is destroying right now
+    std::vector<std::uint32_t> free_ids_;
+    unsigned fork_generation_ = 0;
+    pthread_key_t key_{};
+};
+
+}  // namespace ctxlocal::detail

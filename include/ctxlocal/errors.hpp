@@ -1,0 +1,61 @@
+// The exceptions ctxlocal throws. Every one derives from ctxlocal::error, which derives from
+// std::runtime_error; every message says what was wrong and how to fix it.
+#pragma once
+
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ctxlocal {
+
+/// Base of every exception thrown by ctxlocal.
+class error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// Thrown when something is read that is not bound for the calling thread: `Local::value()` with no
+/// value and no way to make one, `LocalProxy::current()` on an unbound proxy, `request` outside a
+/// request context.
+class unbound_error : public error {
+public:
+    using error::error;
+};
+
+/// Thrown on misuse of push/pop: popping a context that is not the active one, that was never
+/// pushed, or when none is active; copying a request context when none is active.
+class context_error : public error {
+public:
+    using error::error;
+};
+
+/// Thrown by `Namespace` when an attribute is missing or holds a value of another type.
+class attribute_error : public error {
+public:
+    attribute_error(std::string name, const std::string& message)
+        : error(message), name_(std::move(name)) {}
+
+    /// The name of the attribute that was asked for.
+    const std::string& name() const noexcept { return name_; }
+
+private:
+    std::string name_;
+};
+
+/// Thrown after teardown when one or more teardown callbacks threw. The context was popped anyway and
+/// every callback ran. `what()` lists every message; `errors()` holds every exception, first first.
+class teardown_error : public error {
+public:
+    teardown_error(const std::string& message, std::vector<std::exception_ptr> errors)
+        : error(message), errors_(std::move(errors)) {}
+
+    /// Every exception the callbacks threw, in the order they were thrown.
+    const std::vector<std::exception_ptr>& errors() const noexcept { return errors_; }
+
+private:
+    std::vector<std::exception_ptr> errors_;
+};
+
+}  // namespace ctxlocal

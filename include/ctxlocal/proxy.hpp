@@ -1,0 +1,117 @@
+// ctxlocal::LocalProxy<T>: "whatever the calling thread has bound right now".
+#pragma once
+
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+#include "errors.hpp"
+#include "local.hpp"
+#include "local_stack.hpp"
+
+namespace ctxlocal {
+
+/// Forwards every use to whatever the calling thread has bound at that moment: werkzeug's
+/// `LocalProxy`. Bound means: the thread's value of a `Local<T>`, the top of a `LocalStack<T>`, the
+/// pointee of a `Local<T*>` that holds a non-null pointer, or a non-null result of a getter.
+///
+///     ctxlocal::LocalStack<User> users;
+///     inline ctxlocal::LocalProxy<User> current_user{users, "no user is logged in"};
+///     users.push(User{"ana"});
+///     current_user->name;       // "ana"
+///     users.pop();
+///     current_user->name;       // throws ctxlocal::unbound_error("no user is logged in")
+///
+/// A proxy holds no value of its own: it is two pointers and a tag, cheap to copy, and constructible in a
+/// constant expression from a Local, LocalStack or function pointer, so it works as a namespace-scope
+/// global. The unbound message is not copied: pass a string literal or another string that outlives the
+/// proxy.
+/// Thread-safety: a proxy may be used from any number of threads at once; each sees its own binding.
+template <class T>
+class LocalProxy {
+public:
+    using value_type = T;
+
+    /// The message used when none is given, as in werkzeug.
+    static constexpr const char* default_unbound_message = "object is not bound";
+
+    /// Bound to the calling thread's value of `local` (never creates one).
+    constexpr LocalProxy(Local<T>& local, const char* unbound_message = default_unbound_message) noexcept
+        : source_(Source::local), target_(&local), message_(unbound_message) {}
+
+    /// Bound to the top of the calling thread's `stack`.
+    constexpr LocalProxy(LocalStack<T>& stack, const char* unbound_message = default_unbound_message) noexcept
+        : source_(Source::stack), target_(&stack), message_(unbound_message) {}
+
+    /// Bound to the object that the calling thread's value of `pointer` points at, when it is non-null.
+    constexpr LocalProxy(Local<T*>& pointer, const char* unbound_message = default_unbound_message) noexcept
+        : source_(Source::local_pointer), target_(&pointer), message_(unbound_message) {}
+
+    /// Bound to what `getter()` returns, when non-null. A function pointer or capture-less lambda.
+    template <class F, std::enable_if_t<std::is_convertible_v<F, T* (*)()>, int> = 0>
+    constexpr LocalProxy(F getter, const char* unbound_message = default_unbound_message) noexcept
+        : source_(Source::function),
+          function_(static_cast<T* (*)()>(getter)),
+          message_(unbound_message) {}
+
+    /// Bound to what `getter()` returns, when non-null: a callable with state. The callable is shared
+    /// between copies of the proxy. Allocates once, here.
+    template <class F, std::enable_if_t<!std::is_convertible_v<F, T* (*)()> &&
+                                            std::is_convertible_v<std::invoke_result_t<const F&>, T*>,
+                                        int> = 0>
+    LocalProxy(F getter, const char* unbound_message = default_unbound_message)
+        : source_(Source::callable),
+          callable_(std::make_shared<F>(std::move(getter))),
+          call_([](const void* f) -> T* { return (*static_cast<const F*>(f))(); }),
+          message_(unbound_message) {}
+
+    /// The bound object, or nullptr when the calling thread has none bound. Never throws, never
+    /// allocates; for a Local, LocalStack or Local<T*> source it inlines to the Local read path.
+    T* get() const noexcept {
+        switch (source_) {
+            case Source::local:
+                return static_cast<Local<T>*>(target_)->get();
+            case Source::stack:
+                return static_cast<LocalStack<T>*>(target_)->top();
+            case Source::local_pointer: {
+                T** p = static_cast<Local<T*>*>(target_)->get();
+                return p == nullptr ? nullptr : *p;
+            }
+            case Source::function:
+                return function_();
+            case Source::callable:
+                return call_(callable_.get());
+        }
+        return nullptr;
+    }
+
+    /// The bound object. Throws unbound_error with the proxy's unbound message when none is bound
+    /// (werkzeug's `_get_current_object()`).
+    T& current() const {
+        if (T* p = get()) return *p;
+        throw unbound_error(message_);
+    }
+
+    /// Same as current().
+    T& operator*() const { return current(); }
+    /// Same as &current().
+    T* operator->() const { return &current(); }
+
+    /// True when the calling thread has an object bound (an unbound proxy is falsy, as in werkzeug).
+    explicit operator bool() const noexcept { return get() != nullptr; }
+
+    /// The message that unbound_error carries.
+    const char* unbound_message() const noexcept { return message_; }
+
+private:
+    enum class Source : unsigned char { local, stack, local_pointer, function, callable };
+
+    Source source_;
+    void* target_ = nullptr;
+    T* (*function_)() = nullptr;
+    std::shared_ptr<const void> callable_;
+    T* (*call_)(const void*) = nullptr;
+    const char* message_;
+};
+
+}  // namespace ctxlocal
