@@ -119,13 +119,13 @@ private:
 public:
     /// The application of the active application context. Throws unbound_error
     /// (outside_app_context_message) when none is active.
-    static inline LocalProxy<App> current_app{app_pointer_, outside_app_context_message};
+    static constexpr LocalProxy<App> current_app{app_pointer_, outside_app_context_message};
     /// The request of the active request context. Throws unbound_error (outside_request_context_message)
     /// when none is active. `request->field` is a thread-local read and two loads.
-    static inline LocalProxy<Request> request{request_pointer_, outside_request_context_message};
+    static constexpr LocalProxy<Request> request{request_pointer_, outside_request_context_message};
     /// The `g` of the active application context, made (empty) on first use, destroyed when that
     /// application context is popped. Throws unbound_error (outside_app_context_message) when none is active.
-    static inline LocalProxy<G> g{&Contexts::current_g, outside_app_context_message};
+    static constexpr LocalProxy<G> g{&Contexts::current_g, outside_app_context_message};
 
     /// True when the calling thread has an application context. Never allocates.
     static bool has_app_context() noexcept { return current_app.get() != nullptr; }

@@ -38,6 +38,10 @@ namespace ctxlocal {
 /// - Destroying a Local destroys every thread's remaining value for it, on the destroying thread; a value
 ///   that an exiting thread is destroying at that moment is finished by that thread before the
 ///   destructor returns. A new Local that reuses the storage slot never sees an old value.
+/// - At process exit (exit() or return from main) other threads may still be running, so a Local
+///   destroyed as a static object destroys only the calling thread's value and stays usable: other
+///   threads, later static destructors and atexit handlers keep working with it. Their values are not
+///   destroyed (the process is ending); they stay reachable, so leak checkers do not report them.
 /// - After fork(), the child keeps the forking thread's values and none of the other threads'; the
 ///   other threads' values are not destroyed in the child (their destructors could need locks that no
 ///   thread in the child will ever release).
@@ -76,6 +80,14 @@ public:
 
     /// Destroys every thread's value (see the class comment).
     ~Local() {
+        if (detail::process_exiting.load(std::memory_order_acquire)) {
+            // exit() is running and other threads may still use this Local: destroy only the calling
+            // thread's value and leave the Local usable (its initialiser too) for them and for later
+            // static destructors and atexit handlers. The operating system reclaims the rest.
+            reset();
+            (void)init_obj_.release();
+            return;
+        }
         const std::uint32_t id = id_.load(std::memory_order_acquire);
         id_.store(detail::dead_id, std::memory_order_release);
         if (id != 0 && id != detail::dead_id) detail::Registry::instance().release_id(id);

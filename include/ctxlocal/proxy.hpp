@@ -1,7 +1,6 @@
 // ctxlocal::LocalProxy<T>: "whatever the calling thread has bound right now".
 #pragma once
 
-#include <memory>
 #include <type_traits>
 #include <utility>
 
@@ -16,16 +15,16 @@ namespace ctxlocal {
 /// pointee of a `Local<T*>` that holds a non-null pointer, or a non-null result of a getter.
 ///
 ///     ctxlocal::LocalStack<User> users;
-///     inline ctxlocal::LocalProxy<User> current_user{users, "no user is logged in"};
+///     inline constexpr ctxlocal::LocalProxy<User> current_user{users, "no user is logged in"};
 ///     users.push(User{"ana"});
 ///     current_user->name;       // "ana"
 ///     users.pop();
 ///     current_user->name;       // throws ctxlocal::unbound_error("no user is logged in")
 ///
-/// A proxy holds no value of its own: it is two pointers and a tag, cheap to copy, and constructible in a
-/// constant expression from a Local, LocalStack or function pointer, so it works as a namespace-scope
-/// global. The unbound message is not copied: pass a string literal or another string that outlives the
-/// proxy.
+/// A proxy holds no value of its own: a few pointers and a tag, trivially copyable and destructible, and
+/// constructible in a constant expression, so it works as a namespace-scope global. Declared `constexpr`
+/// (or `inline constexpr`), the compiler sees its source and `get()` inlines to the Local read path.
+/// The unbound message is not copied: pass a string literal or another string that outlives the proxy.
 /// Thread-safety: a proxy may be used from any number of threads at once; each sees its own binding.
 template <class T>
 class LocalProxy {
@@ -54,33 +53,38 @@ public:
           function_(static_cast<T* (*)()>(getter)),
           message_(unbound_message) {}
 
-    /// Bound to what `getter()` returns, when non-null: a callable with state. The callable is shared
-    /// between copies of the proxy. Allocates once, here.
+    /// Bound to what `getter()` returns, when non-null: a callable with state (a lambda with captures, a
+    /// function object). The proxy refers to `getter`, it does not copy it: the callable must outlive the
+    /// proxy and its copies (a temporary is rejected at compile time).
     template <class F, std::enable_if_t<!std::is_convertible_v<F, T* (*)()> &&
                                             std::is_convertible_v<std::invoke_result_t<const F&>, T*>,
                                         int> = 0>
-    LocalProxy(F getter, const char* unbound_message = default_unbound_message)
+    constexpr LocalProxy(const F& getter, const char* unbound_message = default_unbound_message) noexcept
         : source_(Source::callable),
-          callable_(std::make_shared<F>(std::move(getter))),
+          target_(&getter),
           call_([](const void* f) -> T* { return (*static_cast<const F*>(f))(); }),
           message_(unbound_message) {}
+    template <class F, std::enable_if_t<!std::is_convertible_v<F, T* (*)()> && !std::is_lvalue_reference_v<F> &&
+                                            std::is_invocable_v<const F&>,
+                                        int> = 0>
+    LocalProxy(F&& getter, const char* unbound_message = default_unbound_message) = delete;
 
     /// The bound object, or nullptr when the calling thread has none bound. Never throws, never
     /// allocates; for a Local, LocalStack or Local<T*> source it inlines to the Local read path.
     T* get() const noexcept {
         switch (source_) {
             case Source::local:
-                return static_cast<Local<T>*>(target_)->get();
+                return static_cast<Local<T>*>(const_cast<void*>(target_))->get();
             case Source::stack:
-                return static_cast<LocalStack<T>*>(target_)->top();
+                return static_cast<LocalStack<T>*>(const_cast<void*>(target_))->top();
             case Source::local_pointer: {
-                T** p = static_cast<Local<T*>*>(target_)->get();
+                T** p = static_cast<Local<T*>*>(const_cast<void*>(target_))->get();
                 return p == nullptr ? nullptr : *p;
             }
             case Source::function:
                 return function_();
             case Source::callable:
-                return call_(callable_.get());
+                return call_(target_);
         }
         return nullptr;
     }
@@ -107,9 +111,8 @@ private:
     enum class Source : unsigned char { local, stack, local_pointer, function, callable };
 
     Source source_;
-    void* target_ = nullptr;
+    const void* target_ = nullptr;
     T* (*function_)() = nullptr;
-    std::shared_ptr<const void> callable_;
     T* (*call_)(const void*) = nullptr;
     const char* message_;
 };

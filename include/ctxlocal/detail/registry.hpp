@@ -16,9 +16,12 @@
 #pragma once
 
 #include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -56,8 +59,21 @@ CTXLOCAL_EXPORT inline thread_local unsigned lock_depth = 0;
 /// True once the calling thread's table was torn down at exit; later values are refused.
 CTXLOCAL_EXPORT inline thread_local bool thread_finished = false;
 
+/// Set when the process starts exiting (exit() or return from main): from then on destroying a Local
+/// destroys only the calling thread's value, since other threads may still be running and using theirs.
+CTXLOCAL_EXPORT inline std::atomic<bool> process_exiting{false};
+
 class Registry;
 CTXLOCAL_EXPORT inline std::atomic<Registry*> registry_instance{nullptr};
+
+/// A value taken out of a slot by thread exit, waiting to be destroyed.
+struct Doomed {
+    void* value;  // null once destroyed, or taken over by release_id
+    Deleter deleter;
+    std::uint32_t id;
+};
+/// While the calling thread runs its exit teardown: the values of the current round.
+CTXLOCAL_EXPORT inline thread_local std::vector<Doomed>* exiting_doomed = nullptr;
 
 /// The process-wide registry: slot ids, their deleters, and the list of live thread tables.
 /// Created on first use and never destroyed, so it outlives every static Local.
@@ -93,6 +109,17 @@ public:
         {
             Lock lock(*this);
             deleter = deleters_[id];
+            // A value destructor running in this thread's exit teardown is destroying the Local: the
+            // values of this id queued by that teardown are destroyed here, not waited for.
+            if (exiting_doomed != nullptr) {
+                for (Doomed& d : *exiting_doomed) {
+                    if (d.id == id && d.value != nullptr) {
+                        doomed.push_back(d.value);
+                        d.value = nullptr;
+                        --pending_[id];
+                    }
+                }
+            }
             for (ThreadTable* t = head_; t != nullptr; t = t->next) {
                 if (id < t->capacity) {
                     if (void* p = t->slots[id].exchange(nullptr, std::memory_order_acq_rel)) doomed.push_back(p);
@@ -185,12 +212,6 @@ private:
         Registry& r_;
     };
 
-    struct Doomed {
-        void* value;
-        Deleter deleter;
-        std::uint32_t id;
-    };
-
     Registry() {
         deleters_.push_back(nullptr);  // id 0 is "no slot yet"
         pending_.push_back(0);
@@ -206,6 +227,7 @@ private:
             return *expected;
         }
         pthread_atfork(&Registry::before_fork, &Registry::after_fork_parent, &Registry::after_fork_child);
+        std::atexit(&Registry::on_process_exit);
         return *fresh;
     }
 
@@ -215,6 +237,7 @@ private:
                 "ctxlocal: cannot create a value on this thread: its values were already destroyed at thread "
                 "exit (a later thread-exit handler tried to use a Local)");
         }
+        if (is_main_thread()) arm_exit_sentinel();
         auto* t = new ThreadTable();
         t->next = head_;
         if (head_ != nullptr) head_->prev = t;
@@ -222,6 +245,20 @@ private:
         pthread_setspecific(key_, t);
         current_table = t;
         return t;
+    }
+
+    static void on_process_exit() noexcept { process_exiting.store(true, std::memory_order_release); }
+
+    static bool is_main_thread() noexcept { return ::getpid() == static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+    /// The main thread's thread_local destructors run first thing in exit(), before static destructors
+    /// and atexit handlers registered later than the object: this sentinel marks the start of process exit.
+    static void arm_exit_sentinel() {
+        struct Sentinel {
+            ~Sentinel() { on_process_exit(); }
+        };
+        static thread_local Sentinel sentinel;
+        (void)&sentinel;
     }
 
     void unlink(ThreadTable* t) noexcept {
@@ -256,6 +293,7 @@ private:
         auto* t = static_cast<ThreadTable*>(arg);
         Registry& r = instance();
         std::vector<Doomed> doomed;
+        exiting_doomed = &doomed;
         for (unsigned round = 1;; ++round) {
             doomed.clear();
             {
@@ -269,10 +307,18 @@ private:
                 }
             }
             if (doomed.empty()) break;
-            for (const Doomed& d : doomed) d.deleter(d.value);
-            Lock lock(r);
-            for (const Doomed& d : doomed) r.finish_pending(d.id);
+            // One at a time, finishing each before the next: a later destructor may destroy the Local of
+            // an earlier value and must not wait for it.
+            for (std::size_t i = 0; i < doomed.size(); ++i) {
+                void* value = doomed[i].value;
+                if (value == nullptr) continue;  // taken over by release_id
+                doomed[i].value = nullptr;
+                doomed[i].deleter(value);
+                Lock lock(r);
+                r.finish_pending(doomed[i].id);
+            }
         }
+        exiting_doomed = nullptr;
         {
             Lock lock(r);
             r.unlink(t);
