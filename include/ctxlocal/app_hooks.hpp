@@ -44,7 +44,9 @@ public:
     /// The registered callbacks, in registration order.
     const std::vector<Callback>& teardown_request_callbacks() const noexcept { return teardown_request_; }
     /// The registered callbacks, in registration order.
-    const std::vector<Callback>& teardown_appcontext_callbacks() const noexcept { return teardown_appcontext_; }
+    const std::vector<Callback>& teardown_appcontext_callbacks() const noexcept {
+        return teardown_appcontext_;
+    }
 
 protected:
     AppHooks() = default;

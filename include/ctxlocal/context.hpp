@@ -57,7 +57,7 @@ namespace ctxlocal {
 /// been as deep before. A thread that exits with contexts still pushed destroys them without teardown;
 /// `handle()` never leaves any behind.
 template <class App, class Request, class G = Namespace>
-class Contexts {
+class CTXLOCAL_EXPORT Contexts {
     static_assert(std::is_nothrow_default_constructible_v<G>,
                   "ctxlocal::Contexts: G must be nothrow default-constructible (g is made on first use)");
 
@@ -78,14 +78,14 @@ public:
 
 private:
     struct AppFrame {
-        const AppContext* ctx;             // null for an implicit application context
+        const AppContext* ctx;  // null for an implicit application context
         App* app;
         const RequestContext* implicit_for;  // the request context that pushed it implicitly
-        AppFrame* g_home;                  // the frame whose g this one uses
+        AppFrame* g_home;                    // the frame whose g this one uses
         std::optional<G> g;
-        unsigned depth;                    // 1 + how many times ctx is pushed below this frame
-        std::uint64_t seq;                 // push order across both stacks
-        bool closing;                      // teardown running
+        unsigned depth;     // 1 + how many times ctx is pushed below this frame
+        std::uint64_t seq;  // push order across both stacks
+        bool closing;       // teardown running
     };
     struct RequestFrame {
         const RequestContext* ctx;
@@ -97,16 +97,24 @@ private:
         bool closing;
     };
     struct State {
+        App* app = nullptr;          // what current_app reads: the top application frame's app
+        Request* request = nullptr;  // what request reads: the top request frame's request
         detail::FrameStack<AppFrame> apps;
         detail::FrameStack<RequestFrame> requests;
         std::uint64_t next_seq = 0;
     };
 
     static inline Local<State> state_;
-    static inline Local<App*> app_pointer_;
-    static inline Local<Request*> request_pointer_;
     static inline std::atomic<void (*)(const Incident&)> incident_handler_{nullptr};
 
+    static App* current_app_pointer() noexcept {
+        const State* s = state_.get();
+        return s == nullptr ? nullptr : s->app;
+    }
+    static Request* current_request_pointer() noexcept {
+        const State* s = state_.get();
+        return s == nullptr ? nullptr : s->request;
+    }
     static G* current_g() noexcept {
         State* s = state_.get();
         AppFrame* f = s == nullptr ? nullptr : s->apps.top();
@@ -119,10 +127,11 @@ private:
 public:
     /// The application of the active application context. Throws unbound_error
     /// (outside_app_context_message) when none is active.
-    static constexpr LocalProxy<App> current_app{app_pointer_, outside_app_context_message};
+    static constexpr LocalProxy<App> current_app{&Contexts::current_app_pointer, outside_app_context_message};
     /// The request of the active request context. Throws unbound_error (outside_request_context_message)
     /// when none is active. `request->field` is a thread-local read and two loads.
-    static constexpr LocalProxy<Request> request{request_pointer_, outside_request_context_message};
+    static constexpr LocalProxy<Request> request{&Contexts::current_request_pointer,
+                                                 outside_request_context_message};
     /// The `g` of the active application context, made (empty) on first use, destroyed when that
     /// application context is popped. Throws unbound_error (outside_app_context_message) when none is active.
     static constexpr LocalProxy<G> g{&Contexts::current_g, outside_app_context_message};
@@ -235,6 +244,12 @@ public:
     class AppContext : public Operations<AppContext> {
     public:
         explicit AppContext(App& app) noexcept : app_(&app) {}
+        /// A context must be popped before it is destroyed. If it is still pushed on the destroying
+        /// thread, that thread pops it there and then (and everything pushed after it), newest first, with
+        /// teardown, reporting each as a leaked_context incident: the stacks never refer to a dead context.
+        /// (Destroying a context that another thread still has pushed is a use-after-free bug in the
+        /// caller, as with any object one thread destroys while another uses it.)
+        ~AppContext() { release_destroyed(this); }
         AppContext(const AppContext&) = delete;
         AppContext& operator=(const AppContext&) = delete;
 
@@ -265,7 +280,12 @@ public:
         /// popping, rethrows teardown errors (see Contexts).
         void pop(std::exception_ptr error = nullptr) const {
             State* s = state_.get();
-            check_can_pop(s, find_app(s, this), describe());
+            check_can_pop(s, s == nullptr ? nullptr : s->apps.top(), this);
+            AppFrame& f = *s->apps.top();
+            if (CTXLOCAL_LIKELY(f.depth != 1 || !detail::has_teardown(*f.app, false))) {
+                drop_app_frame(*s);  // nothing to run: the short path
+                return;
+            }
             std::vector<std::exception_ptr> errors;
             pop_app_frame(*s, error, errors);
             if (!errors.empty()) detail::throw_teardown_errors(std::move(errors));
@@ -294,9 +314,13 @@ public:
         RequestContext(App& app, Request request)
             : app_(&app), request_(std::make_shared<Request>(std::move(request))) {}
         /// Shares an existing request. Throws context_error when it is null.
-        RequestContext(App& app, std::shared_ptr<Request> request) : app_(&app), request_(std::move(request)) {
-            if (!request_) throw context_error("ctxlocal: RequestContext needs a request, got a null shared_ptr");
+        RequestContext(App& app, std::shared_ptr<Request> request)
+            : app_(&app), request_(std::move(request)) {
+            if (!request_)
+                throw context_error("ctxlocal: RequestContext needs a request, got a null shared_ptr");
         }
+        /// See ~AppContext(): a request context still pushed on the destroying thread is popped there.
+        ~RequestContext() { release_destroyed(this); }
         RequestContext(const RequestContext&) = delete;
         RequestContext& operator=(const RequestContext&) = delete;
 
@@ -319,7 +343,16 @@ public:
         /// rethrows teardown errors (see Contexts).
         void pop(std::exception_ptr error = nullptr) const {
             State* s = state_.get();
-            check_can_pop(s, find_request(s, this), describe());
+            check_can_pop(s, s == nullptr ? nullptr : s->requests.top(), this);
+            const RequestFrame& r = *s->requests.top();
+            if (CTXLOCAL_LIKELY(r.depth != 1 || !detail::has_teardown(*r.app_frame->app, true)) &&
+                CTXLOCAL_LIKELY(!r.pushed_app || !detail::has_teardown(*r.app_frame->app, false))) {
+                const bool pop_app = r.pushed_app;  // nothing to run: the short path
+                s->requests.pop();
+                s->request = s->requests.top() == nullptr ? nullptr : s->requests.top()->request;
+                if (pop_app) drop_app_frame(*s);
+                return;
+            }
             std::vector<std::exception_ptr> errors;
             pop_request_frame(*s, error, errors);
             if (!errors.empty()) detail::throw_teardown_errors(std::move(errors));
@@ -383,8 +416,9 @@ public:
                 "is bound (inside web::handle(...) or a pushed web::RequestContext), so that there is a "
                 "request to copy.");
         }
-        return [app = top->ctx->app_, request = top->ctx->request_, f = std::move(f)](auto&&... args)
-                   -> decltype(auto) {
+        // A pushed context is alive (its destructor pops it on its thread), so top->ctx may be read here.
+        return [app = top->app_frame->app, request = top->ctx->request_,
+                f = std::move(f)](auto&&... args) -> decltype(auto) {
             const RequestContext copy(*app, request, true);
             return copy.run([&]() -> decltype(auto) { return f(std::forward<decltype(args)>(args)...); });
         };
@@ -439,8 +473,6 @@ public:
 private:
     static State& state() {
         if (State* s = state_.get()) return *s;
-        app_pointer_.value() = nullptr;
-        request_pointer_.value() = nullptr;
         return state_.value();
     }
 
@@ -448,8 +480,8 @@ private:
     static void sync(State& s) noexcept {
         const AppFrame* a = s.apps.top();
         const RequestFrame* r = s.requests.top();
-        if (App** p = app_pointer_.get()) *p = a == nullptr ? nullptr : a->app;
-        if (Request** p = request_pointer_.get()) *p = r == nullptr ? nullptr : r->request;
+        s.app = a == nullptr ? nullptr : a->app;
+        s.request = r == nullptr ? nullptr : r->request;
     }
 
     static const AppFrame* find_app(const State& s, const AppContext* ctx) noexcept {
@@ -478,41 +510,106 @@ private:
         return r != nullptr && (a == nullptr || r->seq > a->seq);
     }
 
+    // Frames name their contexts by address only: a frame never dereferences its context object.
     static std::string describe_app_frame(const AppFrame& f) {
-        if (f.ctx != nullptr) return f.ctx->describe();
-        return "<implicit AppContext of " + f.implicit_for->describe() + ">";
+        if (f.ctx != nullptr) return detail::describe("AppContext", f.ctx);
+        return "<implicit AppContext of " + detail::describe("RequestContext", f.implicit_for) + ">";
     }
     static std::string describe_newest(const State& s) {
-        return newest_is_request(s) ? s.requests.top()->ctx->describe() : describe_app_frame(*s.apps.top());
+        return newest_is_request(s) ? detail::describe("RequestContext", s.requests.top()->ctx)
+                                    : describe_app_frame(*s.apps.top());
     }
 
     /// Throws context_error unless `frame` (the newest frame pushed for the context being popped, or null)
     /// is the newest frame on the thread and not already being popped.
-    template <class Frame>
-    static void check_can_pop(const State* s, const Frame* frame, const std::string& name) {
+    /// The context's name is formatted only on the error paths: a good pop formats nothing, allocates
+    /// nothing.
+    /// `top` is the top frame of ctx's kind (null when there is none): a pop is allowed when it belongs
+    /// to ctx, is the newest frame of the thread, and is not being popped already.
+    template <class Frame, class Context>
+    static void check_can_pop(const State* s, const Frame* top, const Context* ctx) {
+        if (CTXLOCAL_LIKELY(s != nullptr && top != nullptr && top->ctx == ctx && !top->closing &&
+                            top->seq == newest_seq(*s))) {
+            return;
+        }
+        refuse_pop(s, ctx);
+    }
+
+    template <class Context>
+    [[noreturn]] CTXLOCAL_NOINLINE static void refuse_pop(const State* s, const Context* ctx) {
+        const auto* frame = [&] {
+            if constexpr (std::is_same_v<Context, AppContext>) {
+                return find_app(s, ctx);
+            } else {
+                return find_request(s, ctx);
+            }
+        }();
+        const std::string name = ctx->describe();
         if (s == nullptr || s->apps.size() + s->requests.size() == 0) {
             throw context_error("Cannot pop this context (" + name + "), there is no active context.");
         }
-        if (frame == nullptr) throw context_error("Cannot pop this context (" + name + "), it is not pushed.");
-        const std::uint64_t newest = newest_is_request(*s) ? s->requests.top()->seq : s->apps.top()->seq;
-        if (frame->seq != newest) {
+        if (frame == nullptr)
+            throw context_error("Cannot pop this context (" + name + "), it is not pushed.");
+        if (frame->seq != newest_seq(*s)) {
             throw context_error("Cannot pop this context (" + name + "), it is not the active context (" +
                                 describe_newest(*s) + ").");
         }
-        if (frame->closing) {
-            throw context_error("Cannot pop this context (" + name +
-                                "), it is already being popped (a teardown callback tried to pop it).");
+        throw context_error("Cannot pop this context (" + name +
+                            "), it is already being popped (a teardown callback tried to pop it).");
+    }
+
+    /// The sequence number of the newest frame on the thread (0 when there is none).
+    static std::uint64_t newest_seq(const State& s) noexcept {
+        const RequestFrame* r = s.requests.top();
+        const AppFrame* a = s.apps.top();
+        const std::uint64_t rs = r == nullptr ? 0 : r->seq;
+        const std::uint64_t as = a == nullptr ? 0 : a->seq;
+        return rs > as ? rs : as;
+    }
+
+    /// Called by a context's destructor: pops, newest first and with teardown, every frame on the calling
+    /// thread from the newest down to the oldest one pushed for `ctx`, reporting each as leaked.
+    template <class Context>
+    static void release_destroyed(const Context* ctx) noexcept {
+        State* s = state_.get();
+        if (s == nullptr) return;
+        std::uint64_t oldest = 0;
+        if constexpr (std::is_same_v<Context, AppContext>) {
+            for (std::size_t i = 0; i < s->apps.size() && oldest == 0; ++i) {
+                if (s->apps.at(i).ctx == ctx) oldest = s->apps.at(i).seq;
+            }
+        } else {
+            for (std::size_t i = 0; i < s->requests.size() && oldest == 0; ++i) {
+                if (s->requests.at(i).ctx == ctx) oldest = s->requests.at(i).seq;
+            }
         }
+        if (oldest == 0) return;
+        std::vector<std::exception_ptr> errors;
+        while (newest_seq(*s) >= oldest) {
+            if (newest_is_request(*s)) {
+                if (s->requests.top()->closing) break;  // its own pop() is running further up this stack
+                report_leak(describe_newest(*s),
+                            "destroyed (or had a context pushed after it destroyed) while still pushed");
+                pop_request_frame(*s, nullptr, errors);
+            } else {
+                if (s->apps.top()->closing) break;
+                report_leak(describe_newest(*s),
+                            "destroyed (or had a context pushed after it destroyed) while still pushed");
+                pop_app_frame(*s, nullptr, errors);
+            }
+        }
+        report_all(errors);
     }
 
     /// Pops, with teardown, every frame newer than the one with sequence number `seq` (left behind by
     /// teardown callbacks), recording a context_error for each.
-    static void pop_newer_than(State& s, std::uint64_t seq, std::vector<std::exception_ptr>& errors) noexcept {
+    CTXLOCAL_NOINLINE static void pop_newer_than(State& s, std::uint64_t seq,
+                                                 std::vector<std::exception_ptr>& errors) noexcept {
         for (;;) {
             const bool request = newest_is_request(s);
-            const std::uint64_t newest = request ? s.requests.top()->seq
-                                       : s.apps.top() != nullptr ? s.apps.top()->seq
-                                                                 : 0;
+            const std::uint64_t newest = request                   ? s.requests.top()->seq
+                                         : s.apps.top() != nullptr ? s.apps.top()->seq
+                                                                   : 0;
             if (newest <= seq) return;
             try {
                 throw context_error("ctxlocal: a teardown callback left " + describe_newest(s) +
@@ -528,6 +625,15 @@ private:
         }
     }
 
+    /// Pops the top application frame and destroys its g, without teardown.
+    static void drop_app_frame(State& s) noexcept {
+        AppFrame& f = *s.apps.top();
+        f.g.reset();
+        s.apps.pop();
+        const AppFrame* top = s.apps.top();
+        s.app = top == nullptr ? nullptr : top->app;
+    }
+
     /// Pops the top application frame: teardown on its last pop, then the frame and its g.
     static void pop_app_frame(State& s, const std::exception_ptr& error,
                               std::vector<std::exception_ptr>& errors) noexcept {
@@ -535,7 +641,7 @@ private:
         if (f.depth == 1) {
             f.closing = true;
             detail::run_teardown(*f.app, false, error, errors);
-            pop_newer_than(s, f.seq, errors);
+            if (CTXLOCAL_UNLIKELY(newest_seq(s) > f.seq)) pop_newer_than(s, f.seq, errors);
         }
         f.g.reset();
         s.apps.pop();
@@ -550,7 +656,7 @@ private:
         if (r.depth == 1) {
             r.closing = true;
             detail::run_teardown(*r.app_frame->app, true, error, errors);
-            pop_newer_than(s, r.seq, errors);
+            if (CTXLOCAL_UNLIKELY(newest_seq(s) > r.seq)) pop_newer_than(s, r.seq, errors);
         }
         const bool pop_app = r.pushed_app;
         s.requests.pop();
@@ -576,8 +682,8 @@ private:
 
     static void report_leak(const std::string& name, const char* why) noexcept {
         try {
-            report(Incident::Kind::leaked_context, "ctxlocal: " + name + " was " + why + "; it was popped and its teardown ran",
-                   nullptr);
+            report(Incident::Kind::leaked_context,
+                   "ctxlocal: " + name + " was " + why + "; it was popped and its teardown ran", nullptr);
         } catch (...) {
         }
     }

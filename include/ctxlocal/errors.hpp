@@ -34,8 +34,7 @@ public:
 /// Thrown by `Namespace` when an attribute is missing or holds a value of another type.
 class attribute_error : public error {
 public:
-    attribute_error(std::string name, const std::string& message)
-        : error(message), name_(std::move(name)) {}
+    attribute_error(std::string name, const std::string& message) : error(message), name_(std::move(name)) {}
 
     /// The name of the attribute that was asked for.
     const std::string& name() const noexcept { return name_; }

@@ -127,6 +127,7 @@ public:
     /// one. If constructing throws, the old value is kept unchanged. Allocates; thread-safe.
     template <class... A>
     T& emplace(A&&... args) {
+        detail::Registry::check_can_store();
         auto fresh = std::make_unique<T>(std::forward<A>(args)...);
         return install(std::move(fresh));
     }
@@ -162,16 +163,18 @@ private:
     static void destroy(void* p) noexcept { delete static_cast<T*>(p); }
 
     CTXLOCAL_NOINLINE T& create() {
+        detail::Registry::check_can_store();  // before init() runs: it may itself use this Local
         // new T(init()) rather than make_unique: guaranteed elision, so T need not be movable.
         if (init_fn_ != nullptr) return install(std::unique_ptr<T>(new T(init_fn_())));
         if (init_obj_) return install(std::unique_ptr<T>(new T((*init_obj_)())));
         if constexpr (std::is_default_constructible_v<T>) {
             return install(std::make_unique<T>());
         } else {
-            throw unbound_error("ctxlocal::Local<" + detail::type_name<T>() +
-                                ">: this thread has no value, and the Local has no initialiser and the type is "
-                                "not default-constructible; call emplace(...) first or give the Local an "
-                                "initialiser");
+            throw unbound_error(
+                "ctxlocal::Local<" + detail::type_name<T>() +
+                ">: this thread has no value, and the Local has no initialiser and the type is "
+                "not default-constructible; call emplace(...) first or give the Local an "
+                "initialiser");
         }
     }
 

@@ -58,10 +58,11 @@ public:
     }
 
     /// Returns a callable that calls `f(args...)` and then `cleanup()`, also when `f` throws (werkzeug's
-    /// `make_middleware`). The callable copies the manager's list, not the Locals.
+    /// `make_middleware`). The callable copies the manager's list, not the Locals. It returns f's result
+    /// by value (a reference result is copied before cleanup, which may destroy what it refers to).
     template <class F>
     auto wrap(F f) const {
-        return [manager = *this, f = std::move(f)](auto&&... args) mutable -> decltype(auto) {
+        return [manager = *this, f = std::move(f)](auto&&... args) mutable {
             Scope guard(manager);
             return std::invoke(f, std::forward<decltype(args)>(args)...);
         };

@@ -151,7 +151,10 @@ public:
     /// True when no name is set.
     bool empty() const noexcept { return entries_.empty(); }
     /// Removes every name (destroying the values, in insertion order).
-    void clear() noexcept { entries_.clear(); }
+    void clear() noexcept {
+        for (auto& entry : entries_) entry.second.reset();  // in insertion order, whatever clear() does
+        entries_.clear();
+    }
 
     /// Iteration over the names, in insertion order.
     const_iterator begin() const noexcept { return const_iterator(entries_.begin()); }
@@ -179,7 +182,8 @@ private:
     T& checked(std::string_view name) {
         std::any* slot = find(name);
         if (slot == nullptr) {
-            throw attribute_error(std::string(name), "ctxlocal::Namespace has no attribute '" + std::string(name) +
+            throw attribute_error(std::string(name), "ctxlocal::Namespace has no attribute '" +
+                                                         std::string(name) +
                                                          "'; set it first, or use get_if/get_or");
         }
         if (T* value = std::any_cast<T>(slot)) return *value;

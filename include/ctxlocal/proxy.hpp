@@ -49,9 +49,7 @@ public:
     /// Bound to what `getter()` returns, when non-null. A function pointer or capture-less lambda.
     template <class F, std::enable_if_t<std::is_convertible_v<F, T* (*)()>, int> = 0>
     constexpr LocalProxy(F getter, const char* unbound_message = default_unbound_message) noexcept
-        : source_(Source::function),
-          function_(static_cast<T* (*)()>(getter)),
-          message_(unbound_message) {}
+        : source_(Source::function), function_(static_cast<T* (*)()>(getter)), message_(unbound_message) {}
 
     /// Bound to what `getter()` returns, when non-null: a callable with state (a lambda with captures, a
     /// function object). The proxy refers to `getter`, it does not copy it: the callable must outlive the
@@ -64,8 +62,8 @@ public:
           target_(&getter),
           call_([](const void* f) -> T* { return (*static_cast<const F*>(f))(); }),
           message_(unbound_message) {}
-    template <class F, std::enable_if_t<!std::is_convertible_v<F, T* (*)()> && !std::is_lvalue_reference_v<F> &&
-                                            std::is_invocable_v<const F&>,
+    template <class F, std::enable_if_t<!std::is_convertible_v<F, T* (*)()> &&
+                                            !std::is_lvalue_reference_v<F> && std::is_invocable_v<const F&>,
                                         int> = 0>
     LocalProxy(F&& getter, const char* unbound_message = default_unbound_message) = delete;
 
@@ -76,7 +74,11 @@ public:
             case Source::local:
                 return static_cast<Local<T>*>(const_cast<void*>(target_))->get();
             case Source::stack:
-                return static_cast<LocalStack<T>*>(const_cast<void*>(target_))->top();
+                if constexpr (std::is_move_constructible_v<T>) {  // LocalStack<T> needs a movable T
+                    return static_cast<LocalStack<T>*>(const_cast<void*>(target_))->top();
+                } else {
+                    return nullptr;
+                }
             case Source::local_pointer: {
                 T** p = static_cast<Local<T*>*>(const_cast<void*>(target_))->get();
                 return p == nullptr ? nullptr : *p;

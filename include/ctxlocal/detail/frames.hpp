@@ -46,15 +46,29 @@ inline std::string describe(const char* kind, const void* address) {
     return text;
 }
 
+/// True when `app` has teardown callbacks of one kind.
+template <class App>
+inline bool has_teardown(const App& app, bool request_callbacks) noexcept {
+    if constexpr (std::is_base_of_v<AppHooks, App>) {
+        const AppHooks& hooks = app;
+        return request_callbacks ? !hooks.teardown_request_callbacks().empty()
+                                 : !hooks.teardown_appcontext_callbacks().empty();
+    } else {
+        (void)app, (void)request_callbacks;
+        return false;
+    }
+}
+
 /// Calls every teardown callback of `app` of one kind in reverse registration order, each with `error`,
 /// collecting what they throw into `errors`. Does nothing for an App that does not derive from AppHooks.
 template <class App>
-void run_teardown(App& app, bool request_callbacks, const std::exception_ptr& error,
-                  std::vector<std::exception_ptr>& errors) noexcept {
+inline void run_teardown(App& app, bool request_callbacks, const std::exception_ptr& error,
+                         std::vector<std::exception_ptr>& errors) noexcept {
     if constexpr (std::is_base_of_v<AppHooks, App>) {
         const AppHooks& hooks = app;
         const auto& callbacks =
             request_callbacks ? hooks.teardown_request_callbacks() : hooks.teardown_appcontext_callbacks();
+        if (callbacks.empty()) return;  // the common case; keeps the pop path short
         for (std::size_t i = callbacks.size(); i-- > 0;) {
             try {
                 callbacks[i](error);

@@ -21,9 +21,9 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <cstdlib>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
 #include <new>
 #include <utility>
@@ -95,8 +95,13 @@ public:
         } else {
             if (deleters_.size() >= dead_id - 1) throw error("ctxlocal: too many live Local objects");
             id = static_cast<std::uint32_t>(deleters_.size());
-            deleters_.push_back(deleter);
             pending_.push_back(0);
+            try {
+                deleters_.push_back(deleter);
+            } catch (...) {
+                pending_.pop_back();  // keep both vectors the same length
+                throw;
+            }
         }
         return id;
     }
@@ -122,20 +127,34 @@ public:
             }
             for (ThreadTable* t = head_; t != nullptr; t = t->next) {
                 if (id < t->capacity) {
-                    if (void* p = t->slots[id].exchange(nullptr, std::memory_order_acq_rel)) doomed.push_back(p);
+                    if (void* p = t->slots[id].exchange(nullptr, std::memory_order_acq_rel))
+                        doomed.push_back(p);
                 }
             }
-            deleters_[id] = nullptr;
             if (lock_depth == 1) {
                 std::unique_lock<std::mutex> ul(mutex_, std::adopt_lock);
                 cv_.wait(ul, [&] { return pending_[id] == 0; });
                 ul.release();
             }
-            // Inside for_each (lock held by an outer frame) the id is retired instead, and freed by the
-            // exiting thread that finishes the last pending destruction.
-            if (pending_[id] == 0) free_ids_.push_back(id);
+            // Freed here when nothing is pending. Otherwise (inside for_each, where the lock is held by an
+            // outer frame and we cannot wait) the id is retired, and the exiting thread that finishes its
+            // last pending destruction frees it. Exactly one of the two frees it.
+            if (pending_[id] == 0) {
+                deleters_[id] = nullptr;
+                free_ids_.push_back(id);
+            } else {
+                deleters_[id] = &retired;
+            }
         }
         for (void* p : doomed) deleter(p);
+    }
+
+    /// Throws unbound_error when the calling thread may not store new values (it is past its exit, or
+    /// its exit teardown has run for CTXLOCAL_MAX_EXIT_ROUNDS rounds). Called before a value is made, so
+    /// that a destructor that keeps re-creating values at thread exit stops instead of recursing.
+    static void check_can_store() {
+        if (CTXLOCAL_LIKELY(!thread_finished && !current_table->closed)) return;
+        throw unbound_error(thread_finished ? finished_message : closed_message);
     }
 
     /// Stores `value` as the calling thread's value for `id` and returns the value it displaced (null if
@@ -144,11 +163,7 @@ public:
         Lock lock(*this);
         ThreadTable* t = current_table;
         if (t == &empty_table) t = attach_thread();
-        if (t->closed) {
-            throw unbound_error(
-                "ctxlocal: cannot create a value on this thread: it is exiting and its values' destructors "
-                "kept creating new values for more than CTXLOCAL_MAX_EXIT_ROUNDS rounds");
-        }
+        if (t->closed) throw unbound_error(closed_message);
         if (id >= t->capacity) grow(*t, id);
         void* old = t->slots[id].load(std::memory_order_relaxed);
         t->slots[id].store(value, std::memory_order_release);
@@ -159,6 +174,9 @@ public:
     void* take(std::uint32_t id) noexcept {
         ThreadTable* t = current_table;
         if (id >= t->capacity) return nullptr;
+        // Only this thread stores into its own slots; other threads only clear them under the lock. An
+        // empty slot therefore stays empty: no need to lock for it.
+        if (t->slots[id].load(std::memory_order_acquire) == nullptr) return nullptr;
         Lock lock(*this);
         void* old = t->slots[id].load(std::memory_order_relaxed);
         t->slots[id].store(nullptr, std::memory_order_release);
@@ -195,6 +213,13 @@ public:
     Registry& operator=(const Registry&) = delete;
 
 private:
+    static constexpr const char* closed_message =
+        "ctxlocal: cannot create a value on this thread: it is exiting and its values' destructors kept "
+        "creating new values for more than CTXLOCAL_MAX_EXIT_ROUNDS rounds";
+    static constexpr const char* finished_message =
+        "ctxlocal: cannot create a value on this thread: its values were already destroyed at thread exit "
+        "(a later thread-exit handler tried to use a Local)";
+
     /// Holds the registry mutex; re-entrant on one thread (for_each callbacks may use Locals).
     class Lock {
     public:
@@ -215,7 +240,8 @@ private:
     Registry() {
         deleters_.push_back(nullptr);  // id 0 is "no slot yet"
         pending_.push_back(0);
-        if (pthread_key_create(&key_, &Registry::on_thread_exit) != 0) throw error("ctxlocal: pthread_key_create failed");
+        if (pthread_key_create(&key_, &Registry::on_thread_exit) != 0)
+            throw error("ctxlocal: pthread_key_create failed");
     }
 
     static Registry& create() {
@@ -232,11 +258,7 @@ private:
     }
 
     ThreadTable* attach_thread() {
-        if (thread_finished) {
-            throw unbound_error(
-                "ctxlocal: cannot create a value on this thread: its values were already destroyed at thread "
-                "exit (a later thread-exit handler tried to use a Local)");
-        }
+        if (thread_finished) throw unbound_error(finished_message);
         if (is_main_thread()) arm_exit_sentinel();
         auto* t = new ThreadTable();
         t->next = head_;
@@ -262,8 +284,10 @@ private:
     }
 
     void unlink(ThreadTable* t) noexcept {
-        if (t->prev != nullptr) t->prev->next = t->next;
-        else head_ = t->next;
+        if (t->prev != nullptr)
+            t->prev->next = t->next;
+        else
+            head_ = t->next;
         if (t->next != nullptr) t->next->prev = t->prev;
     }
 
@@ -293,6 +317,7 @@ private:
         auto* t = static_cast<ThreadTable*>(arg);
         Registry& r = instance();
         std::vector<Doomed> doomed;
+        doomed.reserve(t->capacity);
         exiting_doomed = &doomed;
         for (unsigned round = 1;; ++round) {
             doomed.clear();
@@ -328,9 +353,15 @@ private:
         free_table(t);
     }
 
+    /// Deleter of an id whose Local is destroyed while an exiting thread still destroys one of its values.
+    static void retired(void*) noexcept {}
+
     void finish_pending(std::uint32_t id) noexcept {
         if (--pending_[id] != 0) return;
-        if (deleters_[id] == nullptr) free_ids_.push_back(id);  // retired while we destroyed its value
+        if (deleters_[id] == &retired) {  // its Local was destroyed while we destroyed the value
+            deleters_[id] = nullptr;
+            free_ids_.push_back(id);
+        }
         cv_.notify_all();
     }
 
@@ -346,8 +377,10 @@ private:
     }
 
     /// In the child only the forking thread exists. Its table stays; the other threads' tables are
-    /// dropped without running their values' destructors (those may need locks that threads which no
-    /// longer exist were holding); their memory is the child's to reclaim at exit.
+    /// unlinked without running their values' destructors (those may need locks that threads which no
+    /// longer exist were holding). They are kept on the orphan list, neither freed nor reachable by any
+    /// thread: the memory goes back to the system when the child exits, and leak checkers see it as
+    /// still reachable rather than lost.
     static void after_fork_child() noexcept {
         Registry& r = instance();
         new (&r.cv_) std::condition_variable();  // waiters, if any, were other threads
@@ -356,14 +389,19 @@ private:
             ThreadTable* next = t->next;
             if (t != current_table) {
                 r.unlink(t);
-                free_table(t);
+                t->prev = nullptr;
+                t->next = r.orphans_;
+                r.orphans_ = t;
             }
             t = next;
         }
         for (std::uint32_t id = 1; id < r.pending_.size(); ++id) {
             if (r.pending_[id] != 0) {
                 r.pending_[id] = 0;
-                if (r.deleters_[id] == nullptr) r.free_ids_.push_back(id);
+                if (r.deleters_[id] == &retired) {
+                    r.deleters_[id] = nullptr;
+                    r.free_ids_.push_back(id);
+                }
             }
         }
         if (--lock_depth == 0) r.mutex_.unlock();
@@ -372,8 +410,9 @@ private:
     std::mutex mutex_;
     std::condition_variable cv_;
     ThreadTable* head_ = nullptr;
-    std::vector<Deleter> deleters_;      // by id; null for a free or retired id
-    std::vector<unsigned> pending_;      // by id; values an exiting thread is destroying right now
+    ThreadTable* orphans_ = nullptr;  // after fork(): the tables of threads that the child lacks
+    std::vector<Deleter> deleters_;   // by id; null for a free id, &retired for a retired one
+    std::vector<unsigned> pending_;   // by id; values an exiting thread is destroying right now
     std::vector<std::uint32_t> free_ids_;
     unsigned fork_generation_ = 0;
     pthread_key_t key_{};

@@ -17,10 +17,12 @@ namespace ctxlocal::detail {
 inline std::string demangle(const char* mangled) {
 #if defined(__GNUC__) || defined(__clang__)
     int status = 0;
-    std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
+    std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
+                                                std::free);
     if (status == 0 && name) {
         std::string text = name.get();
-        const std::string long_string = "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >";
+        const std::string long_string =
+            "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >";
         for (auto at = text.find(long_string); at != std::string::npos; at = text.find(long_string, at)) {
             text.replace(at, long_string.size(), "std::string");
         }
