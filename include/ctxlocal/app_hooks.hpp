@@ -7,7 +7,23 @@
 #include <utility>
 #include <vector>
 
+#include "config.hpp"
+#include "errors.hpp"
+
 namespace ctxlocal {
+
+class AppHooks;
+
+namespace detail {
+/// One AppHooks whose callbacks are running on the calling thread; the entries form a stack on the
+/// thread's call stack (see run_teardown).
+struct RunningHooks {
+    const AppHooks* hooks;
+    const RunningHooks* outer;
+};
+/// The innermost AppHooks running teardown callbacks on the calling thread, or null.
+CTXLOCAL_EXPORT inline thread_local const RunningHooks* running_hooks = nullptr;
+}  // namespace detail
 
 /// Derive your application type from AppHooks to register Flask-style teardown callbacks. Contexts of an
 /// App that does not derive from it simply run none.
@@ -21,7 +37,9 @@ namespace ctxlocal {
 /// exception that ended the request (null when it ended normally). Every callback runs even when an
 /// earlier one throws; see Contexts for how their errors are reported.
 /// Thread-safety: registering is not thread-safe and must not race with requests: register everything
-/// before the application serves. Running callbacks from many threads at once is fine.
+/// before the application serves. Running callbacks from many threads at once is fine. A callback that
+/// registers another callback on the App whose callbacks are running gets a ctxlocal::error (and nothing
+/// is registered): the list it is being called from cannot change under it.
 class AppHooks {
 public:
     /// A teardown callback: receives the exception that ended the request or context, or null.
@@ -30,6 +48,7 @@ public:
     /// Registers a callback run when a request context is popped for the last time (the request still
     /// bound). Returns *this. Allocates.
     AppHooks& teardown_request(Callback fn) {
+        check_not_running("teardown_request");
         teardown_request_.push_back(std::move(fn));
         return *this;
     }
@@ -37,6 +56,7 @@ public:
     /// Registers a callback run when an application context is popped for the last time (no request
     /// bound any more; `current_app` and `g` still readable). Returns *this. Allocates.
     AppHooks& teardown_appcontext(Callback fn) {
+        check_not_running("teardown_appcontext");
         teardown_appcontext_.push_back(std::move(fn));
         return *this;
     }
@@ -57,6 +77,16 @@ protected:
     AppHooks& operator=(AppHooks&&) = default;
 
 private:
+    void check_not_running(const char* what) const {
+        for (const detail::RunningHooks* r = detail::running_hooks; r != nullptr; r = r->outer) {
+            if (r->hooks == this) {
+                throw error(std::string("ctxlocal: AppHooks::") + what +
+                            "() called from a teardown callback of the same application; register "
+                            "every callback before the application serves");
+            }
+        }
+    }
+
     std::vector<Callback> teardown_request_;
     std::vector<Callback> teardown_appcontext_;
 };

@@ -1,11 +1,19 @@
 // Configuration macros. Each may be defined by the user before including any ctxlocal header.
 #pragma once
 
-/// CTXLOCAL_EXPORT marks the library's process-wide state (the slot registry and the per-thread table
-/// pointer) with default visibility, so that the main program and every shared library that includes
-/// the headers share one registry, even when they are built with -fvisibility=hidden.
+/// CTXLOCAL_EXPORT gives default visibility to what must be one object in the whole process: the
+/// library's process-wide state (the slot registry, the per-thread table pointer), the class template
+/// `Contexts` (its static members hold every thread's context stacks) and `Namespace` (the default `G` of
+/// Contexts: a template instantiated with a hidden type is hidden). Then the main program and every shared
+/// library that includes the headers share one registry, and one set of context stacks per
+/// `Contexts<App, Request, G>`, even when built with -fvisibility=hidden.
+/// Mark your own shared things with it too: a global Local defined in a header
+/// (`CTXLOCAL_EXPORT inline ctxlocal::Local<T> x;`; unmarked, each hidden library has its own copy), and
+/// the App, Request and G types of Contexts (`struct CTXLOCAL_EXPORT MyApp ...`; unmarked, each hidden
+/// library has its own context stacks for them).
 /// Default: `__attribute__((visibility("default")))` on GCC and Clang, nothing elsewhere.
-/// Define it empty to give each shared library its own private registry.
+/// Define it empty to give each shared library built with -fvisibility=hidden its own private registry
+/// (then share no Local or Contexts between such a library and the rest of the process).
 #ifndef CTXLOCAL_EXPORT
 #if defined(__GNUC__) || defined(__clang__)
 #define CTXLOCAL_EXPORT __attribute__((visibility("default")))

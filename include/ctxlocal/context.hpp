@@ -585,16 +585,24 @@ private:
         }
         if (oldest == 0) return;
         std::vector<std::exception_ptr> errors;
+        std::string newer_why;  // for the frames pushed after ctx
+        try {
+            newer_why = "pushed after " + ctx->describe() + ", which was destroyed while still pushed";
+        } catch (...) {  // out of memory: a shorter message
+        }
         while (newest_seq(*s) >= oldest) {
-            if (newest_is_request(*s)) {
-                if (s->requests.top()->closing) break;  // its own pop() is running further up this stack
-                report_leak(describe_newest(*s),
-                            "destroyed (or had a context pushed after it destroyed) while still pushed");
+            const bool request = newest_is_request(*s);
+            const void* top_ctx = request ? static_cast<const void*>(s->requests.top()->ctx)
+                                          : static_cast<const void*>(s->apps.top()->ctx);
+            // A frame that is closing has its own pop() running further up this call stack.
+            if (request ? s->requests.top()->closing : s->apps.top()->closing) break;
+            report_leak(describe_newest(*s), top_ctx == ctx ? "destroyed while still pushed"
+                                             : newer_why.empty()
+                                                 ? "pushed after a context destroyed while still pushed"
+                                                 : newer_why.c_str());
+            if (request) {
                 pop_request_frame(*s, nullptr, errors);
             } else {
-                if (s->apps.top()->closing) break;
-                report_leak(describe_newest(*s),
-                            "destroyed (or had a context pushed after it destroyed) while still pushed");
                 pop_app_frame(*s, nullptr, errors);
             }
         }

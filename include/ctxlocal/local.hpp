@@ -73,7 +73,7 @@ public:
     template <class F, std::enable_if_t<!std::is_convertible_v<F, T (*)()> && std::is_invocable_v<F&> &&
                                             !std::is_same_v<std::decay_t<F>, Local>,
                                         int> = 0>
-    explicit Local(F init) : init_obj_(std::make_unique<std::function<T()>>(std::move(init))) {}
+    explicit Local(F init) : init_obj_(new std::function<T()>(std::move(init))) {}
 
     Local(const Local&) = delete;
     Local& operator=(const Local&) = delete;
@@ -84,13 +84,14 @@ public:
             // exit() is running and other threads may still use this Local: destroy only the calling
             // thread's value and leave the Local usable (its initialiser too) for them and for later
             // static destructors and atexit handlers. The operating system reclaims the rest.
+            // The initialiser is deliberately not freed: another thread may be calling it.
             reset();
-            (void)init_obj_.release();
             return;
         }
         const std::uint32_t id = id_.load(std::memory_order_acquire);
         id_.store(detail::dead_id, std::memory_order_release);
         if (id != 0 && id != detail::dead_id) detail::Registry::instance().release_id(id);
+        delete init_obj_;
     }
 
     /// Returns the calling thread's value, or nullptr when it has none. Never creates one.
@@ -128,6 +129,7 @@ public:
     template <class... A>
     T& emplace(A&&... args) {
         detail::Registry::check_can_store();
+        check_alive();
         auto fresh = std::make_unique<T>(std::forward<A>(args)...);
         return install(std::move(fresh));
     }
@@ -164,6 +166,10 @@ private:
 
     CTXLOCAL_NOINLINE T& create() {
         detail::Registry::check_can_store();  // before init() runs: it may itself use this Local
+        check_alive();                        // a destroyed Local's initialiser is gone
+        // init() calling value() on this same Local (directly or through other Locals) would recurse
+        // forever: refuse it.
+        const InitGuard guard(this);
         // new T(init()) rather than make_unique: guaranteed elision, so T need not be movable.
         if (init_fn_ != nullptr) return install(std::unique_ptr<T>(new T(init_fn_())));
         if (init_obj_) return install(std::unique_ptr<T>(new T((*init_obj_)())));
@@ -186,13 +192,40 @@ private:
         return result;
     }
 
+    void check_alive() const {
+        if (CTXLOCAL_UNLIKELY(id_.load(std::memory_order_acquire) == detail::dead_id)) throw_destroyed();
+    }
+
+    [[noreturn]] static CTXLOCAL_NOINLINE void throw_destroyed() {
+        throw unbound_error("ctxlocal::Local<" + detail::type_name<T>() +
+                            ">: used after it was destroyed (check the destruction order of globals)");
+    }
+
+    /// Marks this Local as running its initialiser on the calling thread, for the length of a scope.
+    class InitGuard {
+    public:
+        explicit InitGuard(const void* local) : entry_{local, detail::initialising} {
+            for (const detail::InitEntry* e = detail::initialising; e != nullptr; e = e->outer) {
+                if (e->local == local) {
+                    throw unbound_error("ctxlocal::Local<" + detail::type_name<T>() +
+                                        ">: its initialiser asked for the value it is making (value() "
+                                        "called from inside the initialiser on the same thread)");
+                }
+            }
+            detail::initialising = &entry_;
+        }
+        ~InitGuard() { detail::initialising = entry_.outer; }
+        InitGuard(const InitGuard&) = delete;
+        InitGuard& operator=(const InitGuard&) = delete;
+
+    private:
+        detail::InitEntry entry_;
+    };
+
     std::uint32_t ensure_id() {
         std::uint32_t id = id_.load(std::memory_order_acquire);
         if (CTXLOCAL_LIKELY(id != 0 && id != detail::dead_id)) return id;
-        if (id == detail::dead_id) {
-            throw unbound_error("ctxlocal::Local<" + detail::type_name<T>() +
-                                ">: used after it was destroyed (check the destruction order of globals)");
-        }
+        if (id == detail::dead_id) throw_destroyed();
         const std::uint32_t fresh = detail::Registry::instance().acquire_id(&Local::destroy);
         if (id_.compare_exchange_strong(id, fresh, std::memory_order_acq_rel)) return fresh;
         detail::Registry::instance().release_id(fresh);  // another thread won the race
@@ -201,7 +234,8 @@ private:
 
     std::atomic<std::uint32_t> id_{0};
     T (*init_fn_)() = nullptr;
-    std::unique_ptr<std::function<T()>> init_obj_;
+    // Owned; a raw pointer because at process exit the destructor leaves it alive for other threads.
+    std::function<T()>* init_obj_ = nullptr;
 };
 
 }  // namespace ctxlocal

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "config.hpp"
 #include "detail/type_name.hpp"
 #include "errors.hpp"
 
@@ -29,7 +30,7 @@ namespace ctxlocal {
 /// Errors: reading a missing name, or a name whose value has another type, throws attribute_error naming
 /// the attribute, and changes nothing. Not thread-safe: a Namespace belongs to one thread at a time
 /// (which is what putting it in a Local gives you).
-class Namespace {
+class CTXLOCAL_EXPORT Namespace {
 public:
     /// Iterates over the names, in insertion order.
     class const_iterator {

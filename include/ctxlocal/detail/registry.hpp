@@ -66,6 +66,15 @@ CTXLOCAL_EXPORT inline std::atomic<bool> process_exiting{false};
 class Registry;
 CTXLOCAL_EXPORT inline std::atomic<Registry*> registry_instance{nullptr};
 
+/// One Local running its initialiser on the calling thread; the entries form a stack on the thread's
+/// call stack (see Local::create).
+struct InitEntry {
+    const void* local;
+    const InitEntry* outer;
+};
+/// The innermost Local running its initialiser on the calling thread, or null.
+CTXLOCAL_EXPORT inline thread_local const InitEntry* initialising = nullptr;
+
 /// A value taken out of a slot by thread exit, waiting to be destroyed.
 struct Doomed {
     void* value;  // null once destroyed, or taken over by release_id
@@ -139,12 +148,11 @@ public:
             // Freed here when nothing is pending. Otherwise (inside for_each, where the lock is held by an
             // outer frame and we cannot wait) the id is retired, and the exiting thread that finishes its
             // last pending destruction frees it. Exactly one of the two frees it.
-            if (pending_[id] == 0) {
-                deleters_[id] = nullptr;
-                free_ids_.push_back(id);
-            } else {
-                deleters_[id] = &retired;
-            }
+            // A retired id has a null deleter and pending values; it is not on the free list yet. (Not a
+            // sentinel function: each shared library built with hidden visibility has its own copy of
+            // every function here, so function addresses do not compare equal across libraries.)
+            deleters_[id] = nullptr;
+            if (pending_[id] == 0) free_ids_.push_back(id);
         }
         for (void* p : doomed) deleter(p);
     }
@@ -212,6 +220,21 @@ public:
     Registry(const Registry&) = delete;
     Registry& operator=(const Registry&) = delete;
 
+    static void on_process_exit() noexcept { process_exiting.store(true, std::memory_order_release); }
+
+    static bool is_main_thread() noexcept { return ::getpid() == static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+    /// The main thread's thread_local destructors run first thing in exit(), before static destructors
+    /// and atexit handlers: this sentinel marks the start of process exit. Armed during static
+    /// initialisation (see exit_sentinel_armed below) and again when the main thread first stores a value.
+    static void arm_exit_sentinel() noexcept {
+        struct Sentinel {
+            ~Sentinel() { on_process_exit(); }
+        };
+        static thread_local Sentinel sentinel;
+        (void)&sentinel;
+    }
+
 private:
     static constexpr const char* closed_message =
         "ctxlocal: cannot create a value on this thread: it is exiting and its values' destructors kept "
@@ -267,20 +290,6 @@ private:
         pthread_setspecific(key_, t);
         current_table = t;
         return t;
-    }
-
-    static void on_process_exit() noexcept { process_exiting.store(true, std::memory_order_release); }
-
-    static bool is_main_thread() noexcept { return ::getpid() == static_cast<pid_t>(::syscall(SYS_gettid)); }
-
-    /// The main thread's thread_local destructors run first thing in exit(), before static destructors
-    /// and atexit handlers registered later than the object: this sentinel marks the start of process exit.
-    static void arm_exit_sentinel() {
-        struct Sentinel {
-            ~Sentinel() { on_process_exit(); }
-        };
-        static thread_local Sentinel sentinel;
-        (void)&sentinel;
     }
 
     void unlink(ThreadTable* t) noexcept {
@@ -353,15 +362,10 @@ private:
         free_table(t);
     }
 
-    /// Deleter of an id whose Local is destroyed while an exiting thread still destroys one of its values.
-    static void retired(void*) noexcept {}
-
     void finish_pending(std::uint32_t id) noexcept {
         if (--pending_[id] != 0) return;
-        if (deleters_[id] == &retired) {  // its Local was destroyed while we destroyed the value
-            deleters_[id] = nullptr;
-            free_ids_.push_back(id);
-        }
+        // Retired: its Local was destroyed while we destroyed the value.
+        if (deleters_[id] == nullptr) free_ids_.push_back(id);
         cv_.notify_all();
     }
 
@@ -398,10 +402,7 @@ private:
         for (std::uint32_t id = 1; id < r.pending_.size(); ++id) {
             if (r.pending_[id] != 0) {
                 r.pending_[id] = 0;
-                if (r.deleters_[id] == &retired) {
-                    r.deleters_[id] = nullptr;
-                    r.free_ids_.push_back(id);
-                }
+                if (r.deleters_[id] == nullptr) r.free_ids_.push_back(id);  // retired
             }
         }
         if (--lock_depth == 0) r.mutex_.unlock();
@@ -411,11 +412,19 @@ private:
     std::condition_variable cv_;
     ThreadTable* head_ = nullptr;
     ThreadTable* orphans_ = nullptr;  // after fork(): the tables of threads that the child lacks
-    std::vector<Deleter> deleters_;   // by id; null for a free id, &retired for a retired one
+    std::vector<Deleter> deleters_;   // by id; null for a free or retired id
     std::vector<unsigned> pending_;   // by id; values an exiting thread is destroying right now
     std::vector<std::uint32_t> free_ids_;
     unsigned fork_generation_ = 0;
     pthread_key_t key_{};
 };
+
+/// Arms the main thread's exit sentinel during static initialisation of any program that includes
+/// ctxlocal, so that process exit is noticed even when the main thread never stores a value (a server
+/// whose main thread only starts workers, then returns or calls exit()).
+inline const bool exit_sentinel_armed = [] {
+    if (Registry::is_main_thread()) Registry::arm_exit_sentinel();
+    return true;
+}();
 
 }  // namespace ctxlocal::detail
