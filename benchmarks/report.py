@@ -1,0 +1,439 @@
+#!/usr/bin/env python3
+"""Writes benchmarks/RESULTS.md (and the chart) from the outputs of run.sh.
+
+    python3 benchmarks/report.py --bench bench.json [--python python.json] [--callgrind callgrind.txt]
+        [--profile NAME=FILE ...] [--compiler "g++ 12.2"] [--flags "-O2"] --out RESULTS.md [--chart results.svg]
+
+Standard library only. --bench is Google Benchmark JSON run with --benchmark_repetitions and
+--benchmark_report_aggregates_only (the medians are used). --callgrind has lines "<peer> <N1> <Ir1> <N2>
+<Ir2>"; instructions per read = (Ir2 - Ir1) / (N2 - N1). The chart is drawn with gnuplot when it is
+installed, else with matplotlib when importable, else skipped.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from collections import OrderedDict
+
+RAW = "raw_thread_local"
+CTX = "ctxlocal"
+
+# Operation -> (title, what one op is). Order = report order.
+OPERATIONS = OrderedDict(
+    [
+        ("Read", ("Read an existing value", "`Local::get()` + load; peers: their read of an existing value")),
+        ("FirstUse", ("First use on a thread (create)", "make the calling thread's value of an object it never used (batches of fresh objects, setup untimed)")),
+        ("Replace", ("Replace", "`Local::emplace(v)`; pointer peers allocate a new value, inline peers (raw, tbb, map) assign")),
+        ("MakeReset", ("Create + reset", "`value()` on a thread without a value, then `reset()` (LocalManager's per-request cleanup)")),
+        ("PushPop", ("LocalStack push+pop", "`push(1)` + `pop()`, steady state (capacity kept); peers: a per-thread `std::vector`")),
+        ("Top", ("LocalStack top()", "`*top()`; peers: `&vector.back()`")),
+        ("ProxyDeref", ("Proxy dereference", "`proxy->field`; floor: a raw `thread_local Obj*` + load")),
+        ("ForEach", ("for_each over N threads", "visit every thread's value while N other threads hold one")),
+        ("ThreadStart4", ("Thread start + 4 values + exit", "`std::thread` that sets 4 per-thread values, joined; values destroyed at exit")),
+        ("LocalLifecycle", ("Create + destroy a Local", "construct, give this thread a value, destroy, while N other threads hold values")),
+        ("AppContextPushPop", ("AppContext push+pop", "`ctx.push(); ctx.pop();` steady state; floor: thread_local vector of frames")),
+        ("RequestContextPushPop", ("RequestContext push+pop", "with its implicit AppContext; floor: thread_local vector of frames")),
+        ("RequestField", ("`request->field`", "`web::request->field` inside a pushed RequestContext; floor: thread_local pointer + load")),
+    ]
+)
+FLOOR = {"ProxyDeref": "raw_thread_local_pointer", "ThreadStart4": RAW}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_bench(path):
+    """Returns (context, rows) where rows maps (op, peer, arg, threads) -> {"ns": .., "allocs": ..}."""
+    with open(path) as f:
+        data = json.load(f)
+    rows = {}
+    for b in data.get("benchmarks", []):
+        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+            continue
+        name = b.get("run_name", b["name"])
+        parts = [p for p in name.split("/") if p != "real_time" and not p.startswith("threads:")]
+        op, peer = parts[0], parts[1]
+        arg = "/".join(parts[2:])
+        threads = int(b.get("threads", 1))
+        scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[b.get("time_unit", "ns")]
+        rows[(op, peer, arg, threads)] = {"ns": b["real_time"] * scale, "allocs": b.get("allocs/op")}
+    return data.get("context", {}), rows
+
+
+def parse_callgrind(path):
+    out = OrderedDict()
+    if not path or not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            p = line.split()
+            if len(p) == 5:
+                peer, n1, ir1, n2, ir2 = p[0], int(p[1]), int(p[2]), int(p[3]), int(p[4])
+                out[peer] = (ir2 - ir1) / (n2 - n1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Formatting helpers
+
+
+def fmt_ns(ns):
+    if ns is None:
+        return "–"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e4:
+        return f"{ns / 1e3:.1f} µs"
+    if ns >= 100:
+        return f"{ns:.0f}"
+    return f"{ns:.2f}"
+
+
+def fmt_t(ns):
+    """A time with its unit, for prose."""
+    s = fmt_ns(ns)
+    return s if s.endswith("s") else s + " ns"
+
+
+def fmt_ratio(r):
+    return "–" if r is None else f"{r:.2f}x"
+
+
+def fmt_allocs(a):
+    if a is None:
+        return "–"
+    return f"{a:.0f}" if abs(a - round(a)) < 0.005 else f"{a:.2f}"
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return cpu, os.cpu_count()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+
+
+class Report:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def ns(self, op, peer, arg="", threads=1):
+        r = self.rows.get((op, peer, arg, threads))
+        return None if r is None else r["ns"]
+
+    def allocs(self, op, peer, arg="", threads=1):
+        r = self.rows.get((op, peer, arg, threads))
+        return None if r is None else r["allocs"]
+
+    def peers(self, op):
+        seen = []
+        for (o, p, _, _) in self.rows:
+            if o == op and p not in seen:
+                seen.append(p)
+        return seen
+
+    def args(self, op):
+        seen = []
+        for (o, _, a, _) in self.rows:
+            if o == op and a not in seen:
+                seen.append(a)
+        return seen
+
+    def scaling(self, op, peer, arg=""):
+        """Aggregate throughput with 2 threads over 1 thread (ns/op is per op of all threads together)."""
+        one, two = self.ns(op, peer, arg, 1), self.ns(op, peer, arg, 2)
+        return None if one is None or two is None else one / two
+
+    def table(self, op):
+        floor = FLOOR.get(op, RAW)
+        lines = []
+        has_2t = any(t == 2 for (o, _, _, t) in self.rows if o == op)
+        ctx_peer = CTX if CTX in self.peers(op) else None
+        head = ["peer"] + (["arg"] if any(self.args(op)) else []) + ["ns/op (1 thread)"]
+        if has_2t:
+            head += ["ns/op (2 threads)", "2T/1T throughput"]
+        head += ["allocs/op", f"vs {floor}", "ctxlocal is faster by" if ctx_peer else None]
+        head = [h for h in head if h is not None]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for arg in self.args(op):
+            base = self.ns(op, floor, arg)
+            ctx = self.ns(op, ctx_peer, arg) if ctx_peer else None
+            for peer in self.peers(op):
+                t1 = self.ns(op, peer, arg)
+                if t1 is None:
+                    continue
+                cells = [f"`{peer}`"] + ([arg.replace("threads_holding:", "") + " holding"] if any(self.args(op)) else [])
+                cells.append(fmt_ns(t1))
+                if has_2t:
+                    cells += [fmt_ns(self.ns(op, peer, arg, 2)), fmt_ratio(self.scaling(op, peer, arg))]
+                cells.append(fmt_allocs(self.allocs(op, peer, arg)))
+                cells.append(fmt_ratio(t1 / base) if base else "–")
+                if ctx_peer:
+                    cells.append("–" if peer == ctx_peer or ctx is None else fmt_ratio(t1 / ctx))
+                lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def targets(rep, callgrind):
+    """Each target: (operation, target, measured, met) with met None when not measured."""
+    out = []
+
+    def add(op, target, measured, met):
+        out.append((op, target, measured, met))
+
+    ctx, raw = rep.ns("Read", CTX), rep.ns("Read", RAW)
+    if ctx and raw:
+        add("`Local::get()`", "≤ 1.2x raw `thread_local`", f"{ctx / raw:.2f}x ({fmt_t(ctx)} vs {fmt_t(raw)})", ctx / raw <= 1.2)
+    else:
+        add("`Local::get()`", "≤ 1.2x raw `thread_local`", "not measured", None)
+    if "ctxlocal" in callgrind and RAW in callgrind:
+        r = callgrind["ctxlocal"] / callgrind[RAW]
+        add("`Local::get()` (callgrind)", "for comparison: instructions vs raw `thread_local`", f"{r:.2f}x ({callgrind['ctxlocal']:.1f} vs {callgrind[RAW]:.1f} Ir/read, call and loop included)", "info")
+    for peer in ("boost_tss", "tbb_ets"):
+        p = rep.ns("Read", peer)
+        if ctx and p:
+            add("`Local::get()`", f"≥ 4x faster than `{peer}`", f"{p / ctx:.2f}x", p / ctx >= 4)
+        else:
+            add("`Local::get()`", f"≥ 4x faster than `{peer}`", "not measured", None)
+
+    scal = []
+    for op in OPERATIONS:
+        for peer in rep.peers(op):
+            if peer != CTX and not (op == "ProxyDeref" and peer.startswith("proxy_")):
+                continue
+            for arg in rep.args(op):
+                s = rep.scaling(op, peer, arg)
+                if s is not None:
+                    scal.append((f"{op}/{peer}", s))
+    if scal:
+        missed = [f"{n} {s:.2f}x" for n, s in scal if s < 1.8]
+        worst = min(s for _, s in scal)
+        measured = f"{len(scal) - len(missed)} of {len(scal)} ops ≥ 1.8x; min {worst:.2f}x"
+        if missed:
+            measured += "; below: " + ", ".join(missed)
+        floor = rep.scaling("Read", RAW)
+        verdict = not missed
+        if missed and floor is not None and floor < 1.8:
+            # The raw thread_local read shares nothing between threads: if even it does not scale, the
+            # machine did not give the run two free cores, and no ratio here says anything about ctxlocal.
+            measured += f"; but the raw `thread_local` read itself scaled only {floor:.2f}x (no 2 free cores during the run)"
+            verdict = "inconclusive"
+        add("2 threads vs 1, every ctxlocal read/write op", "aggregate throughput ≥ 1.8x", measured, verdict)
+
+    pp, pa = rep.ns("PushPop", CTX), rep.allocs("PushPop", CTX)
+    if pp is not None:
+        add("`LocalStack` push+pop", "≤ 5 ns, 0 allocations", f"{fmt_t(pp)}, {fmt_allocs(pa)} allocs/op", pp <= 5 and (pa or 0) < 0.005)
+
+    floor = rep.ns("ProxyDeref", "raw_thread_local_pointer")
+    for peer in ("proxy_over_local", "proxy_over_stack", "proxy_over_local_pointer"):
+        p = rep.ns("ProxyDeref", peer)
+        if floor and p:
+            add(f"proxy dereference (`{peer}`)", "≤ 2x raw `thread_local` + pointer load", f"{p / floor:.2f}x ({fmt_t(p)} vs {fmt_t(floor)})", p / floor <= 2)
+
+    t_ctx, t_raw = rep.ns("ThreadStart4", CTX), rep.ns("ThreadStart4", RAW)
+    if t_ctx and t_raw:
+        add("thread start + 4 values + exit", "≤ 1.1x raw `thread_local`s", f"{t_ctx / t_raw:.2f}x ({fmt_t(t_ctx)} vs {fmt_t(t_raw)})", t_ctx / t_raw <= 1.1)
+
+    for op, label, limit in (("AppContextPushPop", "`AppContext` push+pop", 20), ("RequestContextPushPop", "`RequestContext` push+pop", 50)):
+        t, a = rep.ns(op, CTX), rep.allocs(op, CTX)
+        if t is None:
+            add(label, f"≤ {limit} ns, 0 allocations", "not measured (context.hpp not present)", None)
+        else:
+            add(label, f"≤ {limit} ns, 0 allocations", f"{fmt_t(t)}, {fmt_allocs(a)} allocs/op", t <= limit and (a or 0) < 0.005)
+    return out
+
+
+def chart(rep, path, workdir):
+    """Clustered bars, ns/op on 1 thread (log scale), for the per-value operations and every peer."""
+    ops = [op for op in ("Read", "Replace", "MakeReset", "PushPop", "Top", "FirstUse") if rep.peers(op)]
+    peers = ["raw_thread_local", "ctxlocal", "pthread_getspecific", "boost_tss", "tbb_ets", "mutex_map"]
+    if not ops:
+        return None
+    dat = os.path.join(workdir, "chart.dat")
+    with open(dat, "w") as f:
+        f.write("op " + " ".join(peers) + "\n")
+        for op in ops:
+            vals = [rep.ns(op, p) for p in peers]
+            f.write(op + " " + " ".join("NaN" if v is None else f"{v:.3f}" for v in vals) + "\n")
+    if shutil.which("gnuplot"):
+        term = "svg size 960,480 dynamic background rgb 'white'" if path.endswith(".svg") else "pngcairo size 960,480"
+        script = f"""
+set terminal {term}
+set output '{path}'
+set title 'ctxlocal vs peers: ns per operation, 1 thread, median (log scale; lower is better)'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.9 border -1
+set boxwidth 0.9
+set logscale y
+set yrange [0.5:*]
+set ylabel 'ns/op'
+set grid ytics
+set key top left outside horizontal
+set xtics nomirror
+plot for [i=2:{len(peers) + 1}] '{dat}' using i:xtic(1) title columnheader(i)
+"""
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+        return path
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.8 / len(peers)
+    for i, p in enumerate(peers):
+        vals = [rep.ns(op, p) or 0 for op in ops]
+        ax.bar([x + i * width for x in range(len(ops))], vals, width, label=p)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(ops))])
+    ax.set_xticklabels(ops)
+    ax.set_yscale("log")
+    ax.set_ylabel("ns/op")
+    ax.set_title("ctxlocal vs peers: ns per operation, 1 thread, median (lower is better)")
+    ax.legend(ncol=3, fontsize="small")
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench", required=True)
+    ap.add_argument("--python")
+    ap.add_argument("--callgrind")
+    ap.add_argument("--profile", action="append", default=[], help="NAME=FILE (callgrind_annotate output)")
+    ap.add_argument("--compiler", default="")
+    ap.add_argument("--flags", default="")
+    ap.add_argument("--repetitions", default="5")
+    ap.add_argument("--load", help="1-minute load average when the benchmarks started")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--chart")
+    args = ap.parse_args()
+
+    bench_ctx, rows = parse_bench(args.bench)
+    rep = Report(rows)
+    callgrind = parse_callgrind(args.callgrind)
+    py = None
+    if args.python and os.path.exists(args.python):
+        with open(args.python) as f:
+            py = json.load(f)
+
+    cpu, ncpu = machine()
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    chart_path = chart(rep, args.chart, os.path.dirname(os.path.abspath(args.bench))) if args.chart else None
+
+    md = []
+    md.append("# ctxlocal benchmark results\n")
+    md.append("Generated by `bash benchmarks/run.sh` (see `benchmarks/README.md`); do not edit by hand.\n")
+    md.append("## Machine and build\n")
+    md.append(f"- Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
+    md.append(f"- CPU: {cpu}; **{ncpu} cores** (`nproc`); {platform.system()} {platform.release()}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load:
+        start = f"{args.load} when the benchmarks started, " if args.load else ""
+        md.append(f"- Load average: {start}{load[0]:.2f} at report time, on {ncpu} cores. Other work on the machine "
+                  "(compilers) inflates absolute ns and, above all, the 2-thread rows: compare ratios within one run.")
+    md.append(f"- Compiler: {args.compiler}; flags: `{args.flags}`")
+    if bench_ctx:
+        md.append(f"- Google Benchmark {bench_ctx.get('library_version', '?')}, Debian's build of the library reports itself as {bench_ctx.get('library_build_type', '?')} (it only runs the timing loop; the measured code is built as above)")
+    md.append(f"- Every figure is the **median of {args.repetitions} repetitions** (`--benchmark_repetitions={args.repetitions} "
+              "--benchmark_report_aggregates_only=true`), in wall-clock ns per operation. With 2 threads, ns/op is per "
+              "operation of both threads together (real time / total operations), so `2T/1T throughput` = ns(1T) / ns(2T); "
+              "perfect scaling on this 2-core machine is 2.0x.")
+    md.append("- Every peer is reached through an out-of-line, non-inlined function (see `peers.hpp`), so call overhead is "
+              "the same for all and no compiler hoists the thread-local addressing out of the loop.\n")
+    if chart_path:
+        md.append(f"![ns per operation]({os.path.relpath(chart_path, out_dir)})\n")
+
+    md.append("## Targets (computed from this run)\n")
+    md.append("| operation | target | measured | status |")
+    md.append("|---|---|---|---|")
+    for op, target, measured, met in targets(rep, callgrind):
+        status = {None: "not measured", "info": "(not a target; instruction count)", True: "**met**", False: "**missed**",
+                  "inconclusive": "**inconclusive** (machine busy)"}[met]
+        md.append(f"| {op} | {target} | {measured} | {status} |")
+    md.append("")
+
+    if callgrind:
+        md.append("## Instructions per read (callgrind)\n")
+        md.append("`valgrind --tool=callgrind` on `ctxlocal_callgrind_read <peer> N` for two N; Ir/read = ΔIr / ΔN, so "
+                  "start-up cancels. Includes the call and the loop (the same for every peer).\n")
+        base = callgrind.get(RAW)
+        md.append("| peer | Ir/read | vs raw `thread_local` |")
+        md.append("|---|---|---|")
+        for peer, ir in callgrind.items():
+            md.append(f"| `{peer}` | {ir:.1f} | {fmt_ratio(ir / base) if base else '–'} |")
+        md.append("")
+
+    md.append("## Operations\n")
+    for op, (title, what) in OPERATIONS.items():
+        if not rep.peers(op):
+            continue
+        md.append(f"### {title} (`{op}`)\n")
+        md.append(what + ".\n")
+        md.append(rep.table(op))
+        md.append("")
+
+    if py:
+        md.append("## Python: werkzeug and Flask on the same machine\n")
+        v = py.get("versions", {})
+        md.append("timeit, median of 5 runs; " + ", ".join(f"{k} {val}" for k, val in v.items()) + ". "
+                  "`ctxlocal ratio` = Python ns / ctxlocal ns (1 thread) for the same operation.\n")
+        md.append("| operation | Python ns/op | ctxlocal ns/op | ctxlocal ratio |")
+        md.append("|---|---|---|---|")
+        cmap = {
+            "Read": ("Read", CTX),
+            "Replace": ("Replace", CTX),
+            "MakeReset": ("MakeReset", CTX),
+            "PushPop": ("PushPop", CTX),
+            "Top": ("Top", CTX),
+            "ProxyDeref/werkzeug_proxy_over_local": ("ProxyDeref", "proxy_over_local"),
+            "ProxyDeref/werkzeug_proxy_over_stack": ("ProxyDeref", "proxy_over_stack"),
+            "ProxyDeref/python_attribute": ("ProxyDeref", "raw_thread_local_pointer"),
+            "AppContextPushPop": ("AppContextPushPop", CTX),
+            "RequestContextPushPop": ("RequestContextPushPop", CTX),
+            "RequestField": ("RequestField", CTX),
+        }
+        for name, ns in py.get("results", {}).items():
+            key = cmap.get(name) or cmap.get(name.split("/")[0])
+            c = rep.ns(*key) if key else None
+            md.append(f"| `{name}` | {fmt_ns(ns)} | {fmt_ns(c)} | {fmt_ratio(ns / c) if c else '–'} |")
+        md.append("")
+
+    profiles = [p.split("=", 1) for p in args.profile]
+    profiles = [(n, f) for n, f in profiles if os.path.exists(f)]
+    if profiles:
+        md.append("## Profiles (callgrind, inclusive instructions)\n")
+        md.append("The hottest functions of selected ctxlocal rows, from `callgrind_annotate --inclusive=yes` over a short "
+                  "run of that row (`run.sh` writes them; these are the evidence for the targets above).\n")
+        for name, f in profiles:
+            with open(f) as fh:
+                text = fh.read().strip()
+            md.append(f"### {name}\n")
+            md.append("```\n" + text + "\n```\n")
+
+    with open(args.out, "w") as f:
+        f.write("\n".join(md) + "\n")
+    print(f"wrote {args.out}" + (f" and {chart_path}" if chart_path else ""), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
