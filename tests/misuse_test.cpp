@@ -511,6 +511,52 @@ TEST_CASE("Misuse.Local.emplace_with_throwing_constructor") {
 // =========================================================================================================
 // LocalStack
 
+namespace misuse_test {
+/// Its destructor throws (noexcept(false)): a misuse, since values are destroyed on noexcept paths.
+struct ThrowingDestructor {
+    ~ThrowingDestructor() noexcept(false) { throw Refusal("destructor failed"); }
+};
+
+/// In a child process: runs `f`, and reports how the child ended (42: std::terminate was called).
+template <class F>
+int exit_code_of_child(F f) {
+    std::cout.flush();  // or the child's exit could print what this process has buffered
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        std::set_terminate([] { _exit(42); });
+        try {
+            f();
+        } catch (...) {
+            _exit(1);  // the exception escaped: it must not
+        }
+        _exit(2);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+}  // namespace misuse_test
+
+TEST_CASE("Misuse.Local.value_destructor_that_throws_terminates") {
+    // Destroying a value happens on noexcept paths (reset, replacement, thread exit, ~Local): a destructor
+    // that throws ends the process through std::terminate. Each path checked in a child process.
+    CHECK(exit_code_of_child([] {
+              ctxlocal::Local<ThrowingDestructor> local;
+              (void)local.value();
+              local.reset();
+          }) == 42);
+    CHECK(exit_code_of_child([] {
+              ctxlocal::Local<ThrowingDestructor> local;
+              std::thread([&] { (void)local.value(); }).join();
+          }) == 42);
+    CHECK(exit_code_of_child([] {
+              auto* local = new ctxlocal::Local<ThrowingDestructor>();
+              (void)local->value();
+              delete local;
+          }) == 42);
+}
+
 TEST_CASE("Misuse.LocalStack.pop_on_empty_stack") {
     ctxlocal::LocalStack<int> stack;
     Gate pushed, may_exit;
@@ -564,6 +610,23 @@ TEST_CASE("Misuse.LocalStack.push_whose_move_throws") {
     REQUIRE(stack.size() == 2);
     CHECK(stack.top()->v == 2);
     (void)top;  // may have moved if the vector reallocated; its value must not have changed
+    CHECK(stack.pop()->v == 2);
+    CHECK(stack.pop()->v == 1);
+    CHECK(stack.empty());
+    stack.clear();
+}
+
+TEST_CASE("Misuse.LocalStack.pop_whose_move_throws") {
+    ctxlocal::LocalStack<Touchy> stack;
+    stack.push(Touchy(1));
+    stack.push(Touchy(2));
+    Touchy::armed = true;
+    const Thrown t = thrown_by([&] { (void)stack.pop(); });
+    Touchy::armed = false;
+    CHECK_THROWN(t, Refusal, "Touchy move refused");
+    // The exception propagates and the stack is unchanged: the top element is still there.
+    REQUIRE(stack.size() == 2);
+    CHECK(stack.top()->v == 2);
     CHECK(stack.pop()->v == 2);
     CHECK(stack.pop()->v == 1);
     CHECK(stack.empty());
@@ -936,6 +999,52 @@ TEST_CASE("Misuse.Teardown.callback_throws_something_not_derived_from_std_except
     CHECK(stacks_empty());
 }
 
+TEST_CASE("Misuse.Teardown.callback_throws_where_nothing_can_be_thrown") {
+    IncidentCapture capture;
+    App app{"main"};
+    int ran = 0;
+    app.teardown_appcontext([&](std::exception_ptr) {
+        ++ran;
+        throw Refusal("a failed");
+    });
+    // A context destroyed while pushed: its destructor pops it and reports the callback's error.
+    std::string name;
+    {
+        web::AppContext doomed{app};
+        name = doomed.describe();
+        doomed.push();
+    }
+    CHECK(ran == 1);
+    CHECK(stacks_empty());
+    std::vector<Seen> seen = IncidentCapture::all();
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0].kind == ctxlocal::Incident::Kind::leaked_context);
+    CHECK(seen[0].message == leaked_message(name, "destroyed while still pushed"));
+    CHECK(seen[1].kind == ctxlocal::Incident::Kind::suppressed_teardown_error);
+    CHECK(seen[1].message ==
+          "ctxlocal: a teardown callback threw while a context destroyed while still pushed was popped: a "
+          "failed");
+    CHECK_THROWN(thrown_in(seen[1].error), Refusal, "a failed");
+
+    // handle() popping a context found pushed at its start: the request still runs.
+    IncidentCapture::clear();
+    web::AppContext stale{app};
+    stale.push();
+    App plain{"plain"};
+    CHECK(web::handle(plain, Req{2}, [] { return web::request->id; }) == 2);
+    CHECK(ran == 2);
+    CHECK(stacks_empty());
+    seen = IncidentCapture::all();
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0].kind == ctxlocal::Incident::Kind::leaked_context);
+    CHECK(seen[0].message ==
+          leaked_message(stale.describe(), "found pushed when handle() started a new request"));
+    CHECK(seen[1].kind == ctxlocal::Incident::Kind::suppressed_teardown_error);
+    CHECK(seen[1].message ==
+          "ctxlocal: a teardown callback threw while handle() popped contexts found pushed at its start: a "
+          "failed");
+}
+
 TEST_CASE("Misuse.Teardown.callback_leaves_a_context_pushed") {
     App app{"main"};
     App other{"other"};
@@ -1280,6 +1389,51 @@ void throwing_incident_handler(const ctxlocal::Incident&) {
     throw std::runtime_error("incident handler failed");
 }
 }  // namespace misuse_test
+
+TEST_CASE("Misuse.Handle.handle_called_from_a_teardown_callback") {
+    IncidentCapture capture;
+    App app{"main"};
+    std::vector<std::string> ran;
+    Thrown in_request_teardown, in_app_teardown;
+    web::RequestContext rctx{app, Req{4}};
+    const std::string request_message = "ctxlocal: handle() called from a teardown callback (" +
+                                        rctx.describe() +
+                                        " is being popped); a teardown callback cannot serve a request";
+    app.teardown_request([&](std::exception_ptr) {
+        ran.push_back("r " + request_id_now());
+        const Snapshot before = Snapshot::take();
+        in_request_teardown =
+            thrown_by([&] { web::handle(app, Req{99}, [&] { ran.push_back("handler"); }); });
+        CHECK(Snapshot::take() == before);  // nothing changed
+    });
+    app.teardown_appcontext([&](std::exception_ptr) {
+        ran.push_back("a");
+        in_app_teardown = thrown_by([&] { web::handle(app, Req{98}, [&] { ran.push_back("handler"); }); });
+    });
+    rctx.push();
+    rctx.pop();  // the callbacks caught the refusals: the pop succeeds
+    CHECK_THROWN(in_request_teardown, ctxlocal::context_error, request_message);
+    CHECK_THROWN(in_app_teardown, ctxlocal::context_error,
+                 "ctxlocal: handle() called from a teardown callback (<implicit AppContext of " +
+                     rctx.describe() + "> is being popped); a teardown callback cannot serve a request");
+    CHECK(ran == std::vector<std::string>{"r id=4", "a"});  // no handler ran, no teardown ran twice
+    CHECK(stacks_empty());
+    CHECK(IncidentCapture::all().empty());
+
+    // Uncaught, the refusal is the teardown error pop() throws, after popping everything.
+    App other{"other"};
+    other.teardown_request([&](std::exception_ptr) { web::handle(other, Req{97}, [] {}); });
+    web::RequestContext second{other, Req{5}};
+    second.push();
+    CHECK_THROWN(thrown_by([&] { second.pop(); }), ctxlocal::context_error,
+                 "ctxlocal: handle() called from a teardown callback (" + second.describe() +
+                     " is being popped); a teardown callback cannot serve a request");
+    CHECK(stacks_empty());
+    // handle() works again once teardown is over.
+    App plain{"plain"};
+    CHECK(web::handle(plain, Req{6}, [] { return web::request->id; }) == 6);
+    CHECK(stacks_empty());
+}
 
 TEST_CASE("Misuse.Handle.incident_handler_that_throws") {
     App app{"main"};

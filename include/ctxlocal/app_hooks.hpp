@@ -98,8 +98,10 @@ struct Incident {
         /// `handle()` found a context still pushed after the handler returned (or at its start) and
         /// popped it, running its teardown.
         leaked_context,
-        /// A teardown callback threw while another exception was already propagating (from `run()`,
-        /// `handle()` or a `scope()` guard being unwound); that exception wins, this one is reported here.
+        /// A teardown callback threw where its exception could not be thrown to the caller: while another
+        /// exception was already propagating (from `run()`, `handle()` or a `scope()` guard being
+        /// unwound; that exception wins), or while a context's destructor or the start of `handle()`
+        /// popped contexts left pushed. The message says which.
         suppressed_teardown_error,
     };
     Kind kind;

@@ -437,13 +437,15 @@ public:
     /// incident handler as leaked_context. Contexts found pushed when handle() starts are popped and
     /// reported the same way, so every request starts clean. When the handler throws, teardown gets that
     /// exception, which is then rethrown; otherwise teardown errors are thrown after everything is popped.
+    /// Called from a teardown callback, it throws context_error and changes nothing.
     template <class R, class H>
     static handler_result_t<H> handle(App& app, R&& request, H&& handler) {
         State& s = state();
         if (s.apps.size() + s.requests.size() != 0) {
+            refuse_handle_in_teardown(s);
             std::vector<std::exception_ptr> errors;
             unwind(s, nullptr, nullptr, errors, "found pushed when handle() started a new request");
-            report_all(errors);
+            report_all(errors, "while handle() popped contexts found pushed at its start");
         }
         const RequestContext ctx(app, std::forward<R>(request));
         ctx.push_on(s);
@@ -462,7 +464,7 @@ public:
         } catch (...) {
             const std::exception_ptr failure = std::current_exception();
             unwind(s, &ctx, failure, errors, "left pushed by the handler");
-            report_all(errors);
+            report_all(errors, "while another exception propagated");
             throw;
         }
         unwind(s, &ctx, nullptr, errors, "left pushed by the handler");
@@ -558,6 +560,21 @@ private:
                             "), it is already being popped (a teardown callback tried to pop it).");
     }
 
+    /// Throws context_error when a frame on the thread is being popped: handle() was called from a
+    /// teardown callback, and would pop (and tear down again) the context whose teardown is running.
+    CTXLOCAL_NOINLINE static void refuse_handle_in_teardown(const State& s) {
+        std::string closing;
+        for (std::size_t i = 0; i < s.requests.size() && closing.empty(); ++i) {
+            if (s.requests.at(i).closing) closing = detail::describe("RequestContext", s.requests.at(i).ctx);
+        }
+        for (std::size_t i = 0; i < s.apps.size() && closing.empty(); ++i) {
+            if (s.apps.at(i).closing) closing = describe_app_frame(s.apps.at(i));
+        }
+        if (closing.empty()) return;
+        throw context_error("ctxlocal: handle() called from a teardown callback (" + closing +
+                            " is being popped); a teardown callback cannot serve a request");
+    }
+
     /// The sequence number of the newest frame on the thread (0 when there is none).
     static std::uint64_t newest_seq(const State& s) noexcept {
         const RequestFrame* r = s.requests.top();
@@ -606,7 +623,7 @@ private:
                 pop_app_frame(*s, nullptr, errors);
             }
         }
-        report_all(errors);
+        report_all(errors, "while a context destroyed while still pushed was popped");
     }
 
     /// Pops, with teardown, every frame newer than the one with sequence number `seq` (left behind by
@@ -696,13 +713,14 @@ private:
         }
     }
 
-    static void report_all(const std::vector<std::exception_ptr>& errors) noexcept {
+    /// Reports each error as suppressed_teardown_error: "a teardown callback threw <when>: <what>".
+    static void report_all(const std::vector<std::exception_ptr>& errors, const char* when) noexcept {
         for (const std::exception_ptr& e : errors) {
             try {
-                report(Incident::Kind::suppressed_teardown_error,
-                       "ctxlocal: a teardown callback threw while another exception propagated: " +
-                           detail::message_of(e),
-                       e);
+                report(
+                    Incident::Kind::suppressed_teardown_error,
+                    std::string("ctxlocal: a teardown callback threw ") + when + ": " + detail::message_of(e),
+                    e);
             } catch (...) {
             }
         }

@@ -46,6 +46,9 @@ namespace ctxlocal {
 ///   other threads' values are not destroyed in the child (their destructors could need locks that no
 ///   thread in the child will ever release).
 ///
+/// T's destructor must not throw: values are destroyed from noexcept paths (reset, thread exit, the
+/// Local's destructor), so a throwing destructor ends the process through std::terminate.
+///
 /// Thread-safety: every member may be called from any thread at the same time as any other member,
 /// except the destructor (no other thread may use the Local once it is being destroyed). Reading a value
 /// on its own thread while `for_each` visits it on another is the caller's race to avoid.
