@@ -524,7 +524,12 @@ int exit_code_of_child(F f) {
     std::fflush(nullptr);
     const pid_t pid = fork();
     if (pid == 0) {
-        std::set_terminate([] { _exit(42); });
+        // Ends the child with 42 through exec, so that a leak checker running the test (valgrind) does not
+        // report the value whose destructor never finished.
+        std::set_terminate([] {
+            execl("/bin/sh", "sh", "-c", "exit 42", static_cast<char*>(nullptr));
+            _exit(43);
+        });
         try {
             f();
         } catch (...) {
