@@ -758,6 +758,43 @@ TEST_CASE("Local.ForEach.racing_thread_exit_never_visits_destroyed_value" * doct
     CHECK(g_stats.destroyed_elsewhere() == 0);
 }
 
+TEST_CASE("Local.ForEach.owner_replacing_and_resetting_never_frees_a_visited_value" * doctest::timeout(60)) {
+    // The owner's emplace and reset take no lock; a value they remove must still not be destroyed while a
+    // for_each on another thread is visiting it (checked by the value's mark, and by ASan/TSan in those
+    // legs).
+    g_stats.reset();
+    Local<Counted> local;
+    std::atomic<bool> stop{false};
+    std::atomic<int> dead_visits{0};
+    std::atomic<long> visits{0};
+    std::atomic<long> changes{0};
+    std::thread owner([&] {
+        for (int i = 0; !stop || i < 2000; ++i) {
+            if (i % 3 == 2) {
+                local.reset();
+            } else {
+                local.emplace(i);
+            }
+            ++changes;
+            if (i > 2000000) break;  // the visitor never got to run: the checks below fail
+        }
+        local.reset();
+    });
+    while (visits.load() < 20000 && changes.load() < 2000000) {
+        local.for_each([&](Counted& c) {
+            ++visits;
+            volatile int mark = c.mark;  // read it again after a pause: a destroyed value changes its mark
+            for (int spin = 0; spin < 50; ++spin) (void)spin;
+            if (mark != Counted::alive_mark || c.mark != Counted::alive_mark) ++dead_visits;
+        });
+    }
+    stop = true;
+    owner.join();
+    CHECK(visits.load() >= 20000);
+    CHECK(dead_visits.load() == 0);
+    CHECK(g_stats.ctors == g_stats.dtors);
+}
+
 // ===================================================================================================
 // Thread exit
 

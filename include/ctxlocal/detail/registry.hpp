@@ -8,7 +8,15 @@
 //   starts at a shared empty table of capacity 0. The read path is therefore: load the pointer, compare
 //   the id with the capacity, load the slot. No lock, no read-modify-write; an id that is not in the
 //   table (no slot yet, table too small, Local destroyed) fails the bounds check.
-// - Everything else (creating a table, storing or removing a value, visiting all threads, thread exit,
+// - Storing or removing the calling thread's own value, when its table is already big enough, takes no
+//   lock either: only the owning thread stores into its table, and removals by other threads (a Local
+//   being destroyed, fork) use an atomic exchange, so exactly one side gets a value. A removed or
+//   replaced value may still be read by a for_each visit in progress on another thread: the remover
+//   checks `visitors_` after its exchange (and every visit increments it before reading a slot, all
+//   sequentially consistent), and when a visit may be running it takes the lock, which the visit holds,
+//   before it destroys the value. So the common per-request operations (first value of a thread, replace,
+//   reset) never touch shared memory except to read `visitors_`, and scale across threads.
+// - Everything else (making or growing a table, taking a slot id, visiting all threads, thread exit,
 //   fork) takes the registry lock. Values are destroyed outside the lock, except when the caller already
 //   holds it (inside for_each).
 // - A pthread key destructor tears a thread's table down at thread exit. glibc runs key destructors
@@ -168,26 +176,24 @@ public:
     /// Stores `value` as the calling thread's value for `id` and returns the value it displaced (null if
     /// none). Throws unbound_error, storing nothing, when the calling thread is past its exit.
     void* exchange(std::uint32_t id, void* value) {
-        Lock lock(*this);
         ThreadTable* t = current_table;
-        if (t == &empty_table) t = attach_thread();
-        if (t->closed) throw unbound_error(closed_message);
-        if (id >= t->capacity) grow(*t, id);
-        void* old = t->slots[id].load(std::memory_order_relaxed);
-        t->slots[id].store(value, std::memory_order_release);
-        return old;
+        if (CTXLOCAL_LIKELY(id < t->capacity && !t->closed)) {  // no lock: see the design notes above
+            void* old = t->slots[id].exchange(value, std::memory_order_seq_cst);
+            if (old != nullptr) wait_for_visitors();
+            return old;
+        }
+        return exchange_slow(id, value);
     }
 
-    /// Removes the calling thread's value for `id` and returns it (null if none).
+    /// Removes the calling thread's value for `id` and returns it (null if none). Takes no lock unless a
+    /// for_each visit may be reading the value.
     void* take(std::uint32_t id) noexcept {
         ThreadTable* t = current_table;
         if (id >= t->capacity) return nullptr;
-        // Only this thread stores into its own slots; other threads only clear them under the lock. An
-        // empty slot therefore stays empty: no need to lock for it.
+        // Only this thread stores into its own slots: an empty slot stays empty.
         if (t->slots[id].load(std::memory_order_acquire) == nullptr) return nullptr;
-        Lock lock(*this);
-        void* old = t->slots[id].load(std::memory_order_relaxed);
-        t->slots[id].store(nullptr, std::memory_order_release);
+        void* old = t->slots[id].exchange(nullptr, std::memory_order_seq_cst);
+        if (old != nullptr) wait_for_visitors();
         return old;
     }
 
@@ -196,10 +202,20 @@ public:
     template <class F>
     void visit(std::uint32_t id, F&& f) {
         Lock lock(*this);
+        // Announced before any slot is read (see take()); withdrawn on every way out, exceptions included.
+        struct Visiting {
+            std::atomic<unsigned>& visitors;
+            explicit Visiting(std::atomic<unsigned>& v) : visitors(v) {
+                visitors.fetch_add(1, std::memory_order_seq_cst);
+            }
+            ~Visiting() { visitors.fetch_sub(1, std::memory_order_seq_cst); }
+            Visiting(const Visiting&) = delete;
+            Visiting& operator=(const Visiting&) = delete;
+        } visiting(visitors_);
         const unsigned generation = fork_generation_;
         for (ThreadTable* t = head_; t != nullptr; t = t->next) {
             if (id >= t->capacity) continue;
-            if (void* p = t->slots[id].load(std::memory_order_acquire)) {
+            if (void* p = t->slots[id].load(std::memory_order_seq_cst)) {
                 f(p);
                 // f forked and we are the child: the other tables are gone.
                 if (generation != fork_generation_) return;
@@ -259,6 +275,27 @@ private:
     private:
         Registry& r_;
     };
+
+    /// The locked path of exchange(): the thread's first value (it has no table yet), a table too small
+    /// for `id`, or a thread whose exit teardown refuses new values.
+    CTXLOCAL_NOINLINE void* exchange_slow(std::uint32_t id, void* value) {
+        Lock lock(*this);
+        ThreadTable* t = current_table;
+        if (t == &empty_table) t = attach_thread();
+        if (t->closed) throw unbound_error(closed_message);
+        if (id >= t->capacity) grow(*t, id);
+        // Under the lock: no visit is running, so the old value may be destroyed once it is returned.
+        return t->slots[id].exchange(value, std::memory_order_seq_cst);
+    }
+
+    /// Called after the calling thread took a value out of its slot without the lock: returns once no
+    /// for_each visit can still be using it. A visit holds the lock throughout, so taking the lock waits
+    /// for the visits that may have read the slot before the exchange; a visit that starts later sees the
+    /// new content (both sides are sequentially consistent).
+    void wait_for_visitors() noexcept {
+        if (CTXLOCAL_LIKELY(visitors_.load(std::memory_order_seq_cst) == 0)) return;
+        Lock lock(*this);
+    }
 
     Registry() {
         deleters_.push_back(nullptr);  // id 0 is "no slot yet"
@@ -416,6 +453,7 @@ private:
     std::vector<unsigned> pending_;   // by id; values an exiting thread is destroying right now
     std::vector<std::uint32_t> free_ids_;
     unsigned fork_generation_ = 0;
+    std::atomic<unsigned> visitors_{0};  // for_each visits running now (each holds the lock)
     pthread_key_t key_{};
 };
 
