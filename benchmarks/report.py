@@ -326,6 +326,7 @@ def main():
     ap.add_argument("--load", help="1-minute load average when the benchmarks started")
     ap.add_argument("--out", required=True)
     ap.add_argument("--chart")
+    ap.add_argument("--overhead", help="output of examples/servers/overhead.sh (server overhead under wrk)")
     args = ap.parse_args()
 
     bench_ctx, rows = parse_bench(args.bench)
@@ -363,10 +364,23 @@ def main():
     if chart_path:
         md.append(f"![ns per operation]({os.path.relpath(chart_path, out_dir)})\n")
 
+    overhead = None
+    if args.overhead and os.path.exists(args.overhead):
+        with open(args.overhead) as f:
+            overhead = f.read().strip()
+    overhead_ratio = None
+    if overhead:
+        m = re.search(r"median of per-run ratios\) = ([0-9.]+)", overhead)
+        overhead_ratio = float(m.group(1)) if m else None
+
     md.append("## Targets (computed from this run)\n")
     md.append("| operation | target | measured | status |")
     md.append("|---|---|---|---|")
-    for op, target, measured, met in targets(rep, callgrind):
+    rows_t = list(targets(rep, callgrind))
+    rows_t.append(("`pool_server` with context binding vs without, under `wrk`", "throughput ratio ≥ 0.97",
+                   f"{overhead_ratio:.3f}" if overhead_ratio is not None else "–",
+                   None if overhead_ratio is None else overhead_ratio >= 0.97))
+    for op, target, measured, met in rows_t:
         status = {None: "not measured", "info": "(not a target; instruction count)", True: "**met**", False: "**missed**",
                   "inconclusive": "**inconclusive** (machine busy)"}[met]
         md.append(f"| {op} | {target} | {measured} | {status} |")
@@ -391,6 +405,15 @@ def main():
         md.append(what + ".\n")
         md.append(rep.table(op))
         md.append("")
+
+    if overhead:
+        md.append("## Server overhead under wrk\n")
+        md.append("`examples/servers/overhead.sh`: `pool_server` (every request bound with `web::handle()`) against "
+                  "`pool_server_explicit` (the same server without ctxlocal, the request passed as a parameter), "
+                  "built in Release, alternating runs on loopback. Its output:\n")
+        md.append("```")
+        md.append(overhead)
+        md.append("```\n")
 
     if py:
         md.append("## Python: werkzeug and Flask on the same machine\n")

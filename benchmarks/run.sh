@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the benchmarks in Release (-O2) and runs everything: the Google Benchmark binary (5 repetitions,
 # medians), the callgrind instruction counts, callgrind profiles of selected rows, and the werkzeug/Flask
-# timings; then writes benchmarks/RESULTS.md and benchmarks/results.svg.
+# timings, and the server overhead under wrk (examples/servers/overhead.sh); then writes
+# benchmarks/RESULTS.md and benchmarks/results.svg.
 #
 #   bash benchmarks/run.sh            # everything (about 5-8 minutes on 2 cores)
 #   BENCH_FILTER='Read|PushPop' bash benchmarks/run.sh    # a subset of rows (the report shows what ran)
 #
 # Environment: BENCH_BUILD_DIR (default benchmarks/.build), BENCH_MIN_TIME (seconds per repetition, default
-# 0.2), BENCH_REPETITIONS (default 5), BENCH_FILTER (regex, default all), CXX (compiler).
+# 0.2), BENCH_REPETITIONS (default 5), BENCH_FILTER (regex, default all), CXX (compiler),
+# BENCH_OVERHEAD_RUNS (alternating wrk runs of the server overhead, default 3; 0 skips it).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,7 +22,7 @@ flags="-O2 -DNDEBUG"
 
 # --- packages -------------------------------------------------------------------------------------------
 packages=(cmake make g++ libbenchmark-dev libboost-thread-dev libtbb-dev valgrind gnuplot-nox python3
-          python3-werkzeug python3-flask)
+          python3-werkzeug python3-flask wrk)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -94,8 +96,21 @@ fi
 echo "== python: werkzeug and Flask"
 python3 "$here/python/bench_werkzeug.py" --repeat "$reps" --out "$out/python.json"
 
+# --- server overhead under wrk --------------------------------------------------------------------------
+overhead_runs="${BENCH_OVERHEAD_RUNS:-3}"
+rm -f "$out/overhead.txt"
+if [ "$overhead_runs" -gt 0 ]; then
+    echo "== server overhead: pool_server with and without ctxlocal, under wrk ($overhead_runs runs of 10 s each)"
+    servers="$build/servers"
+    cmake -S "$here/.." -B "$servers" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="$flags" \
+        -DCTXLOCAL_BUILD_EXAMPLES=ON -DCTXLOCAL_BUILD_TESTS=OFF >/dev/null
+    cmake --build "$servers" -j "$(nproc)" --target pool_server pool_server_explicit
+    bash "$here/../examples/servers/overhead.sh" "$servers" "$overhead_runs" 10s 32 1 1 | tee "$out/overhead.txt"
+fi
+
 # --- report ---------------------------------------------------------------------------------------------
 python3 "$here/report.py" --bench "$out/bench.json" --python "$out/python.json" \
     --callgrind "$out/callgrind.txt" "${profile_args[@]}" --compiler "$compiler_version" --flags="$flags" \
-    --repetitions "$reps" --load "$load_at_start" --out "$here/RESULTS.md" --chart "$here/results.svg"
+    --repetitions "$reps" --load "$load_at_start" --out "$here/RESULTS.md" --chart "$here/results.svg" \
+    --overhead "$out/overhead.txt"
 echo "== done: $here/RESULTS.md, $here/results.svg"

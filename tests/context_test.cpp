@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -1602,5 +1603,112 @@ TEST_CASE("Contexts.Security.pooled_threads_never_see_previous_request_data" * d
     CHECK(IncidentCapture::count(ctxlocal::Incident::Kind::leaked_context) ==
           static_cast<std::size_t>(leaks));
     CHECK(leaks.load() > 0);
+    CHECK_STACKS_EMPTY();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// handle(): how the request is held.
+
+namespace {
+/// A request type that can be moved but not copied.
+struct MoveOnlyReq {
+    int id = 0;
+    std::unique_ptr<int> payload;
+};
+using move_only_web = ctxlocal::Contexts<App, MoveOnlyReq>;
+
+/// Counts live instances, to see when g's values die.
+struct GValue {
+    static inline int live = 0;
+    GValue() { ++live; }
+    GValue(const GValue&) { ++live; }
+    ~GValue() { --live; }
+};
+}  // namespace
+
+TEST_CASE("Contexts.Handle.rvalue_request_is_bound_in_place_and_lvalue_is_copied") {
+    App app{"main"};
+    Req given{7, "s"};
+    const Req* seen = nullptr;
+    web::handle(app, std::move(given), [&](Req& r) {
+        seen = &r;
+        CHECK(&*web::request == &r);
+        r.secret = "changed by the handler";
+    });
+    CHECK(seen == &given);  // bound where it is: not moved, not copied
+    CHECK(given.secret == "changed by the handler");
+
+    Req kept{8, "kept"};
+    web::handle(app, kept, [&](Req& r) {
+        CHECK(&r != &kept);  // a copy
+        CHECK(r.id == 8);
+        r.secret = "changed";
+    });
+    CHECK(kept.secret == "kept");  // the caller's object is untouched
+
+    MoveOnlyReq only{3, std::make_unique<int>(4)};
+    CHECK(move_only_web::handle(app, std::move(only), [] { return *move_only_web::request->payload; }) == 4);
+    CHECK(only.payload != nullptr);  // not moved from
+    CHECK_STACKS_EMPTY();
+}
+
+TEST_CASE("Contexts.Handle.copy_current_request_context_of_a_by_value_request_holds_a_copy" *
+          doctest::timeout(30)) {
+    App app{"main"};
+    std::function<std::string()> later;
+    web::handle(app, Req{5, "value"}, [&] {
+        later = web::copy_current_request_context(
+            [] { return std::to_string(web::request->id) + web::request->secret; });
+        web::request->secret = "after the copy";  // the copy was taken before this
+    });
+    std::string seen;
+    std::thread([&] { seen = later(); }).join();  // runs after handle() returned: its request is gone
+    CHECK(seen == "5value");
+
+    // With a shared_ptr, the copy shares the very object.
+    const auto shared = std::make_shared<Req>(Req{6, "shared"});
+    web::handle(app, shared, [&] {
+        later = web::copy_current_request_context([] { return web::request->secret; });
+        web::request->secret = "changed";
+    });
+    std::thread([&] { seen = later(); }).join();
+    CHECK(seen == "changed");
+
+    // A request that cannot be copied, given by value: refused, nothing changes.
+    std::string error;
+    move_only_web::handle(app, MoveOnlyReq{1, nullptr}, [&] {
+        try {
+            (void)move_only_web::copy_current_request_context([] {});
+        } catch (const ctxlocal::context_error& e) {
+            error = e.what();
+        }
+        CHECK(move_only_web::request_context_depth() == 1);
+    });
+    CHECK(error ==
+          "copy_current_request_context(): the request was given to web::handle() by value and the Request "
+          "type cannot be copied; give handle() a std::shared_ptr<Request> to share it");
+    CHECK_STACKS_EMPTY();
+}
+
+TEST_CASE("Contexts.G.namespace_values_die_at_pop_and_the_next_context_starts_empty") {
+    App app{"main"};
+    GValue::live = 0;
+    for (int i = 0; i < 3; ++i) {
+        web::handle(app, Req{i, ""}, [&] {
+            CHECK(web::g->empty());  // nothing left from the previous request on this thread
+            web::g->set("value", GValue());
+            web::g->set("n", i);
+            CHECK(GValue::live == 1);
+        });
+        CHECK(GValue::live == 0);  // destroyed when its application context popped
+    }
+    web::AppContext actx{app};
+    actx.push();
+    web::g->set("value", GValue());
+    actx.pop();
+    CHECK(GValue::live == 0);
+    actx.push();
+    CHECK(web::g->empty());
+    actx.pop();
     CHECK_STACKS_EMPTY();
 }

@@ -82,10 +82,11 @@ private:
         App* app;
         const RequestContext* implicit_for;  // the request context that pushed it implicitly
         AppFrame* g_home;                    // the frame whose g this one uses
-        std::optional<G> g;
-        unsigned depth;     // 1 + how many times ctx is pushed below this frame
-        std::uint64_t seq;  // push order across both stacks
-        bool closing;       // teardown running
+        std::optional<G> g;                  // a Namespace is kept, emptied, for the frame's next use
+        bool g_made;                         // g is this context's (made since the frame was pushed)
+        unsigned depth;                      // 1 + how many times ctx is pushed below this frame
+        std::uint64_t seq;                   // push order across both stacks
+        bool closing;                        // teardown running
     };
     struct RequestFrame {
         const RequestContext* ctx;
@@ -120,7 +121,10 @@ private:
         AppFrame* f = s == nullptr ? nullptr : s->apps.top();
         if (f == nullptr) return nullptr;
         AppFrame* home = f->g_home;
-        if (!home->g) home->g.emplace();
+        if (CTXLOCAL_UNLIKELY(!home->g_made)) {
+            if (!home->g) home->g.emplace();
+            home->g_made = true;
+        }
         return &*home->g;
     }
 
@@ -405,7 +409,9 @@ public:
     /// calling thread's active request context (the same request object; a fresh implicit application
     /// context, so an empty `g`), with teardown, and returns f's result. The callable may be called from
     /// many threads at once: each call pushes its own copy. `f` is called as const.
-    /// Throws context_error when no request context is active.
+    /// Inside `handle()` given a Request by value (not a shared_ptr), that request lives only until
+    /// handle() returns, so the callable holds a copy of it, made here (Request must then be copyable).
+    /// Throws context_error when no request context is active, or when such a request cannot be copied.
     template <class F>
     static auto copy_current_request_context(F f) {
         State* s = state_.get();
@@ -417,7 +423,7 @@ public:
                 "request to copy.");
         }
         // A pushed context is alive (its destructor pops it on its thread), so top->ctx may be read here.
-        return [app = top->app_frame->app, request = top->ctx->request_,
+        return [app = top->app_frame->app, request = shareable(top->ctx->request_),
                 f = std::move(f)](auto&&... args) -> decltype(auto) {
             const RequestContext copy(*app, request, true);
             return copy.run([&]() -> decltype(auto) { return f(std::forward<decltype(args)>(args)...); });
@@ -431,7 +437,9 @@ public:
                                                          std::invoke_result<H&, Request&>>::type;
 
     /// The one call for servers: runs `handler()` (or `handler(Request&)`) inside a fresh request
-    /// context for `request` (a Request by value or a std::shared_ptr<Request>) and returns its result.
+    /// context for `request` and returns its result. `request` is a Request or a std::shared_ptr<Request>:
+    /// an rvalue Request is bound where it is (not moved, nothing allocated; handler changes stay in it),
+    /// an lvalue Request is copied (no heap allocation of its own), a shared_ptr is shared.
     /// Afterwards the calling thread's stacks are empty, even when the handler threw or left contexts of
     /// its own pushed: those are popped, newest first, with their teardown, and each is reported to the
     /// incident handler as leaked_context. Contexts found pushed when handle() starts are popped and
@@ -447,7 +455,46 @@ public:
             unwind(s, nullptr, nullptr, errors, "found pushed when handle() started a new request");
             report_all(errors, "while handle() popped contexts found pushed at its start");
         }
-        const RequestContext ctx(app, std::forward<R>(request));
+        using Given = std::remove_cv_t<std::remove_reference_t<R>>;
+        if constexpr (std::is_same_v<Given, Request> && !std::is_lvalue_reference_v<R>) {
+            // A Request handed over by rvalue: bound where it is, neither moved nor allocated (it lives
+            // until handle() returns; the caller gave up its state).
+            const RequestContext ctx(app, borrow(&request), false);
+            return serve(s, ctx, handler);
+        } else if constexpr (std::is_same_v<Given, Request>) {
+            Request copy(request);  // an lvalue is copied, as a by-value parameter would be
+            const RequestContext ctx(app, borrow(&copy), false);
+            return serve(s, ctx, handler);
+        } else {
+            const RequestContext ctx(app, std::forward<R>(request));
+            return serve(s, ctx, handler);
+        }
+    }
+
+private:
+    /// A non-owning, allocation-free shared_ptr to a request that handle() keeps alive itself (the
+    /// aliasing constructor with an empty owner: use_count() is 0). copy_current_request_context() copies
+    /// such a request instead of sharing it.
+    static std::shared_ptr<Request> borrow(Request* request) noexcept {
+        return std::shared_ptr<Request>(std::shared_ptr<Request>(), request);
+    }
+
+    /// The request for a copy of a request context: the same object when it is shared, a copy when
+    /// handle() borrowed it (it dies when handle() returns, the copy may run later).
+    static std::shared_ptr<Request> shareable(const std::shared_ptr<Request>& request) {
+        if (request.use_count() != 0) return request;
+        if constexpr (std::is_copy_constructible_v<Request>) {
+            return std::make_shared<Request>(*request);
+        } else {
+            throw context_error(
+                "copy_current_request_context(): the request was given to web::handle() by value and the "
+                "Request type cannot be copied; give handle() a std::shared_ptr<Request> to share it");
+        }
+    }
+
+    /// handle() once its request context is made: push, call, pop everything.
+    template <class H>
+    static handler_result_t<H> serve(State& s, const RequestContext& ctx, H& handler) {
         ctx.push_on(s);
         auto call = [&]() -> decltype(auto) {
             if constexpr (std::is_invocable_v<H&>) {
@@ -472,7 +519,6 @@ public:
         if constexpr (!std::is_void_v<Result>) return std::forward<Result>(out->value);
     }
 
-private:
     static State& state() {
         if (State* s = state_.get()) return *s;
         return state_.value();
@@ -650,10 +696,22 @@ private:
         }
     }
 
+    /// Ends the frame's g: destroys it, or for a Namespace destroys its values and keeps the emptied
+    /// Namespace (and its capacity) for the frame's next push, so that a request that uses g allocates
+    /// nothing for it in steady state.
+    static void release_g(AppFrame& f) noexcept {
+        if constexpr (std::is_same_v<G, Namespace>) {
+            if (f.g) f.g->clear();
+        } else {
+            f.g.reset();
+        }
+        f.g_made = false;
+    }
+
     /// Pops the top application frame and destroys its g, without teardown.
     static void drop_app_frame(State& s) noexcept {
         AppFrame& f = *s.apps.top();
-        f.g.reset();
+        release_g(f);
         s.apps.pop();
         const AppFrame* top = s.apps.top();
         s.app = top == nullptr ? nullptr : top->app;
@@ -668,7 +726,7 @@ private:
             detail::run_teardown(*f.app, false, error, errors);
             if (CTXLOCAL_UNLIKELY(newest_seq(s) > f.seq)) pop_newer_than(s, f.seq, errors);
         }
-        f.g.reset();
+        release_g(f);
         s.apps.pop();
         sync(s);
     }
