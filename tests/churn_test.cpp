@@ -8,6 +8,8 @@
 #include <ctxlocal/local.hpp>
 #include <ctxlocal/local_stack.hpp>
 
+#include "support/sync.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -210,25 +212,7 @@ TEST_CASE("Churn.ConstructionsBalance.8threads" * doctest::timeout(120)) { churn
 // read the other's value; thread exit then called a wrong or null deleter).
 namespace {
 
-class Gate {
-public:
-    void open() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            open_ = true;
-        }
-        cv_.notify_all();
-    }
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return open_; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool open_ = false;
-};
+using test_support::Gate;
 
 Gate in_destructor;
 Gate finish_destructor;

@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 #include <ctxlocal/context.hpp>
 
+#include "support/sync.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -235,26 +237,7 @@ std::string what_of(const std::exception_ptr& e) {
     }
 }
 
-/// Blocks waiters until open() is called.
-class Gate {
-public:
-    void open() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            open_ = true;
-        }
-        cv_.notify_all();
-    }
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return open_; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool open_ = false;
-};
+using test_support::Gate;
 
 /// Runs the rest of the calling test case once per thread count (a doctest SUBCASE each).
 int thread_count() {

@@ -13,6 +13,8 @@
 #include <ctxlocal/context.hpp>
 #include <ctxlocal/local.hpp>
 
+#include "support/sync.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -62,45 +64,8 @@ constexpr bool sanitizer_allocator_forks_unsafely = true;
 constexpr bool sanitizer_allocator_forks_unsafely = false;
 #endif
 
-/// Blocks waiters until open() is called.
-class Gate {
-public:
-    void open() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            open_ = true;
-        }
-        cv_.notify_all();
-    }
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return open_; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool open_ = false;
-};
-
-/// wait() returns once count_down() was called n times.
-class Latch {
-public:
-    explicit Latch(int n) : n_(n) {}
-    void count_down() {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (--n_ == 0) cv_.notify_all();
-    }
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return n_ <= 0; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    int n_;
-};
+using test_support::Gate;
+using test_support::Latch;
 
 constexpr int child_timeout_seconds = 10;
 constexpr int timed_out = -1;

@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <ctxlocal/local.hpp>
 
+#include "support/sync.hpp"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -27,69 +29,9 @@ namespace {
 // ---------------------------------------------------------------------------------------------------
 // Synchronisation helpers (C++17 has no latch or barrier).
 
-/// Blocks waiters until open() is called.
-class Gate {
-public:
-    void open() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            open_ = true;
-        }
-        cv_.notify_all();
-    }
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return open_; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool open_ = false;
-};
-
-/// wait() returns once count_down() was called n times.
-class Latch {
-public:
-    explicit Latch(int n) : n_(n) {}
-    void count_down() {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (--n_ == 0) cv_.notify_all();
-    }
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return n_ <= 0; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    int n_;
-};
-
-/// A reusable barrier for n threads.
-class Barrier {
-public:
-    explicit Barrier(int n) : n_(n) {}
-    void arrive_and_wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        const unsigned generation = generation_;
-        if (++arrived_ == n_) {
-            arrived_ = 0;
-            ++generation_;
-            cv_.notify_all();
-            return;
-        }
-        cv_.wait(lock, [&] { return generation != generation_; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    int n_;
-    int arrived_ = 0;
-    unsigned generation_ = 0;
-};
+using test_support::Barrier;
+using test_support::Gate;
+using test_support::Latch;
 
 /// Ends the process with a message if not destroyed within `seconds`: turns a deadlock into a failure
 /// that names the test, where doctest::timeout alone would wait forever.

@@ -9,6 +9,8 @@
 #include <unistd.h>
 #include <ctxlocal/ctxlocal.hpp>
 
+#include "support/sync.hpp"
+
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
@@ -207,26 +209,7 @@ std::string leaked_message(const std::string& name, const std::string& why) {
     return "ctxlocal: " + name + " was " + why + "; it was popped and its teardown ran";
 }
 
-/// Blocks waiters until open() is called.
-class Gate {
-public:
-    void open() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            open_ = true;
-        }
-        cv_.notify_all();
-    }
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return open_; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool open_ = false;
-};
+using test_support::Gate;
 
 }  // namespace misuse_test
 

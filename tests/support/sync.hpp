@@ -1,0 +1,73 @@
+// Synchronisation helpers shared by the tests (C++17 has no latch or barrier).
+#pragma once
+
+#include <condition_variable>
+#include <mutex>
+
+namespace test_support {
+
+/// Blocks waiters until open() is called.
+class Gate {
+public:
+    void open() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            open_ = true;
+        }
+        cv_.notify_all();
+    }
+    void wait() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [&] { return open_; });
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool open_ = false;
+};
+
+/// wait() returns once count_down() was called n times.
+class Latch {
+public:
+    explicit Latch(int n) : n_(n) {}
+    void count_down() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (--n_ == 0) cv_.notify_all();
+    }
+    void wait() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [&] { return n_ <= 0; });
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    int n_;
+};
+
+/// A reusable barrier for n threads.
+class Barrier {
+public:
+    explicit Barrier(int n) : n_(n) {}
+    void arrive_and_wait() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        const unsigned generation = generation_;
+        if (++arrived_ == n_) {
+            arrived_ = 0;
+            ++generation_;
+            cv_.notify_all();
+            return;
+        }
+        cv_.wait(lock, [&] { return generation != generation_; });
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    int n_;
+    int arrived_ = 0;
+    unsigned generation_ = 0;
+};
+
+}  // namespace test_support
