@@ -191,7 +191,9 @@ void churn(int threads) {
                       << " Locals replaced, " << constructed.load() << " values made, " << for_each_visits
                       << " values visited");
     CHECK(locals_made > 0);
-    CHECK(for_each_visits > 0);  // the visits really raced with the churn
+    // The visits really raced with the churn (not checked under valgrind, whose scheduler may starve the
+    // visitor: that leg is for memory errors, the plain and sanitizer legs for the race).
+    if (!under_valgrind) CHECK(for_each_visits > 0);
     CHECK(constructed.load() > spawned);
     CHECK(double_destroyed.load() == 0);
     CHECK(visited_dead.load() == 0);
