@@ -257,6 +257,11 @@ def targets(rep, callgrind):
             add(label, f"≤ {limit} ns, 0 allocations", "not measured (context.hpp not present)", None)
         else:
             add(label, f"≤ {limit} ns, 0 allocations", f"{fmt_t(t)}, {fmt_allocs(a)} allocs/op", t <= limit and (a or 0) < 0.005)
+
+    rf, rf_floor = rep.ns("RequestField", CTX), rep.ns("RequestField", RAW)
+    if rf and rf_floor:
+        add("`request->field`", "≤ 2x raw `thread_local` pointer + load", f"{rf / rf_floor:.2f}x ({fmt_t(rf)} vs {fmt_t(rf_floor)})",
+            rf / rf_floor <= 2)
     return out
 
 
