@@ -665,6 +665,7 @@ TEST_CASE("Local.ForEach.safe_while_owner_grows_its_table" * doctest::timeout(30
             if (v != 42) ++bad;
         });
         if (watched.count() != 1) ++bad;
+        std::this_thread::yield();  // the owner needs the lock to grow its table
     }
     may_exit.open();
     owner.join();
@@ -685,6 +686,7 @@ TEST_CASE("Local.ForEach.racing_thread_exit_never_visits_destroyed_value" * doct
                 ++visits;
                 if (c.mark != Counted::alive_mark) ++dead_visits;
             });
+            std::this_thread::yield();  // the visit holds the lock: let starting threads take it too
         }
     });
     for (int round = 0; round < 40; ++round) {
@@ -1141,6 +1143,7 @@ TEST_CASE("Local.Destroy.racing_for_each_of_other_locals" * doctest::timeout(30)
                 shared.for_each([&](int& x) { sum += x; });
                 visits += sum;
                 (void)shared.count();
+                std::this_thread::yield();  // let the destroying thread take the lock too
             }
         });
     }
