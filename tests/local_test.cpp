@@ -896,6 +896,42 @@ struct TlsWriter {
 };
 }  // namespace
 
+namespace {
+/// A value whose destructor destroys the Local that holds it (a pool that dies with its last connection).
+struct DestroysItsLocal {
+    Local<DestroysItsLocal>** home = nullptr;
+    std::atomic<int>* destroyed = nullptr;
+    ~DestroysItsLocal() {
+        if (home != nullptr && *home != nullptr) {
+            Local<DestroysItsLocal>* local = *home;
+            *home = nullptr;
+            delete local;  // from inside the thread-exit teardown of this very value
+        }
+        if (destroyed != nullptr) ++*destroyed;
+    }
+};
+}  // namespace
+
+TEST_CASE("Local.ThreadExit.value_destructor_destroying_its_own_local" * doctest::timeout(30)) {
+    Watchdog watchdog("Local.ThreadExit.value_destructor_destroying_its_own_local");
+    std::atomic<int> destroyed{0};
+    for (int round = 0; round < 20; ++round) {
+        auto* local = new Local<DestroysItsLocal>();
+        Local<DestroysItsLocal>* home = local;
+        std::thread([&] {
+            DestroysItsLocal& v = home->value();
+            v.home = &home;
+            v.destroyed = &destroyed;
+        }).join();  // the exit must end: the Local's destructor does not wait for the value it is in
+        CHECK(home == nullptr);
+    }
+    CHECK(destroyed.load() == 20);
+    // The freed slots are reusable and clean.
+    Local<int> fresh;
+    CHECK(fresh.get() == nullptr);
+    CHECK(fresh.value() == 0);
+}
+
 TEST_CASE("Local.ThreadExit.thread_local_destructor_sees_value" * doctest::timeout(30)) {
     g_stats.reset();
     Local<Counted> local;

@@ -113,23 +113,38 @@ private:
     };
 
     /// Owns each thread's State: destroyed at thread exit like any Local value, kept by fork's child.
-    static inline Local<State> state_;
+    /// The Local is never destroyed (only the destroying thread's State is, at static destruction): other
+    /// threads may still be serving requests then, through their cached fast_state_ pointers.
+    struct StateOwner {
+        union {
+            Local<State> local;
+        };
+        constexpr StateOwner() noexcept : local() {}
+        ~StateOwner() { local.reset(); }
+        StateOwner(const StateOwner&) = delete;
+        StateOwner& operator=(const StateOwner&) = delete;
+    };
+    static inline StateOwner state_owner_;
+    static inline Local<State>& state_ = state_owner_.local;
     /// The calling thread's State (what state_.get() returns), cached in a plain thread_local so that
     /// reading `request`, `current_app` and `g` is one thread-local load and a null check. Set by State's
     /// constructor, cleared by its destructor.
     static inline thread_local State* fast_state_ = nullptr;
+
+    /// The calling thread's State, or null.
+    static State* current_state() noexcept { return fast_state_; }
     static inline std::atomic<void (*)(const Incident&)> incident_handler_{nullptr};
 
     static App* current_app_pointer() noexcept {
-        const State* s = fast_state_;
+        const State* s = current_state();
         return s == nullptr ? nullptr : s->app;
     }
     static Request* current_request_pointer() noexcept {
-        const State* s = fast_state_;
+        const State* s = current_state();
         return s == nullptr ? nullptr : s->request;
     }
     static G* current_g() noexcept {
-        State* s = fast_state_;
+        State* s = current_state();
         AppFrame* f = s == nullptr ? nullptr : s->apps.top();
         if (f == nullptr) return nullptr;
         AppFrame* home = f->g_home;
@@ -159,12 +174,12 @@ public:
 
     /// How many application contexts (explicit and implicit) the calling thread has pushed.
     static std::size_t app_context_depth() noexcept {
-        const State* s = fast_state_;
+        const State* s = current_state();
         return s == nullptr ? 0 : s->apps.size();
     }
     /// How many request contexts the calling thread has pushed.
     static std::size_t request_context_depth() noexcept {
-        const State* s = fast_state_;
+        const State* s = current_state();
         return s == nullptr ? 0 : s->requests.size();
     }
 
@@ -295,7 +310,7 @@ public:
         /// its g. Throws context_error, changing nothing, when this context is not the active one; after
         /// popping, rethrows teardown errors (see Contexts).
         void pop(std::exception_ptr error = nullptr) const {
-            State* s = fast_state_;
+            State* s = current_state();
             check_can_pop(s, s == nullptr ? nullptr : s->apps.top(), this);
             AppFrame& f = *s->apps.top();
             if (CTXLOCAL_LIKELY(f.depth != 1 || !detail::has_teardown(*f.app, false))) {
@@ -358,7 +373,7 @@ public:
         /// context_error, changing nothing, when this context is not the active one; after popping,
         /// rethrows teardown errors (see Contexts).
         void pop(std::exception_ptr error = nullptr) const {
-            State* s = fast_state_;
+            State* s = current_state();
             check_can_pop(s, s == nullptr ? nullptr : s->requests.top(), this);
             const RequestFrame& r = *s->requests.top();
             if (CTXLOCAL_LIKELY(r.depth != 1 || !detail::has_teardown(*r.app_frame->app, true)) &&
@@ -426,7 +441,7 @@ public:
     /// Throws context_error when no request context is active, or when such a request cannot be copied.
     template <class F>
     static auto copy_current_request_context(F f) {
-        State* s = fast_state_;
+        State* s = current_state();
         const RequestFrame* top = s == nullptr ? nullptr : s->requests.top();
         if (top == nullptr) {
             throw context_error(
@@ -532,7 +547,7 @@ private:
     }
 
     static State& state() {
-        if (State* s = fast_state_) return *s;
+        if (State* s = current_state()) return *s;
         return state_.value();
     }
 
@@ -646,7 +661,7 @@ private:
     /// thread from the newest down to the oldest one pushed for `ctx`, reporting each as leaked.
     template <class Context>
     static void release_destroyed(const Context* ctx) noexcept {
-        State* s = fast_state_;
+        State* s = current_state();
         if (s == nullptr) return;
         std::uint64_t oldest = 0;
         if constexpr (std::is_same_v<Context, AppContext>) {

@@ -91,6 +91,8 @@ struct Doomed {
 };
 /// While the calling thread runs its exit teardown: the values of the current round.
 CTXLOCAL_EXPORT inline thread_local std::vector<Doomed>* exiting_doomed = nullptr;
+/// While the calling thread's exit teardown runs a value's destructor: that value's slot id (else 0).
+CTXLOCAL_EXPORT inline thread_local std::uint32_t exiting_current_id = 0;
 
 /// The process-wide registry: slot ids, their deleters, and the list of live thread tables.
 /// Created on first use and never destroyed, so it outlives every static Local.
@@ -148,9 +150,12 @@ public:
                         doomed.push_back(p);
                 }
             }
+            // A value of this id whose destructor is running on this very thread (its exit teardown, where
+            // that destructor destroys its own Local) is not waited for: only this thread can finish it.
+            const unsigned own = exiting_current_id == id ? 1u : 0u;
             if (lock_depth == 1) {
                 std::unique_lock<std::mutex> ul(mutex_, std::adopt_lock);
-                cv_.wait(ul, [&] { return pending_[id] == 0; });
+                cv_.wait(ul, [&] { return pending_[id] == own; });
                 ul.release();
             }
             // Freed here when nothing is pending. Otherwise (inside for_each, where the lock is held by an
@@ -384,7 +389,9 @@ private:
                 void* value = doomed[i].value;
                 if (value == nullptr) continue;  // taken over by release_id
                 doomed[i].value = nullptr;
+                exiting_current_id = doomed[i].id;
                 doomed[i].deleter(value);
+                exiting_current_id = 0;
                 Lock lock(r);
                 r.finish_pending(doomed[i].id);
             }
