@@ -8,6 +8,7 @@
 #include <ctxlocal/local.hpp>
 #include <ctxlocal/local_stack.hpp>
 
+#include "support/environment.hpp"
 #include "support/sync.hpp"
 
 #include <atomic>
@@ -24,17 +25,7 @@
 
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool sanitized = true;
-#else
-constexpr bool sanitized = false;
-#endif
-#else
-constexpr bool sanitized = false;
-#endif
+using test_support::sanitized;
 
 constexpr std::uint32_t alive_magic = 0xA11CE5u;
 constexpr std::uint32_t dead_magic = 0xDEADu;
@@ -145,8 +136,7 @@ void churn(int threads) {
     visited_dead = 0;
     const int spawn_target = sanitized ? 1500 : 10000;
     // valgrind runs one thread at a time and lets the visitor hog it: a smaller minimum there.
-    const char* preload = std::getenv("LD_PRELOAD");
-    const bool under_valgrind = preload != nullptr && std::strstr(preload, "vgpreload") != nullptr;
+    const bool under_valgrind = test_support::under_valgrind();
     const int min_spawned = under_valgrind ? 50 : 200;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(sanitized ? 40 : 20);
     int spawned = 0;

@@ -27,6 +27,7 @@
 // In any other build a counter that does not count fails every test, the control first.
 #include <doctest/doctest.h>
 #include <ctxlocal/ctxlocal.hpp>
+#include "support/environment.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -159,11 +160,7 @@ void allocate_one_int() {
     delete p;
 }
 
-/// True when this process runs under valgrind (its preload library is in LD_PRELOAD).
-bool under_valgrind() {
-    const char* preload = std::getenv("LD_PRELOAD");
-    return preload != nullptr && std::strstr(preload, "vgpreload") != nullptr;
-}
+using test_support::under_valgrind;
 
 /// True when our operator new is the one that runs.
 bool counting_works() {

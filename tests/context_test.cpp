@@ -4,7 +4,9 @@
 #include <doctest/doctest.h>
 #include <ctxlocal/context.hpp>
 
+#include "support/incidents.hpp"
 #include "support/sync.hpp"
+#include "support/threads.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -104,53 +106,8 @@ private:
     Log log_;
 };
 
-// Incidents reported through set_incident_handler.
-struct Seen {
-    ctxlocal::Incident::Kind kind;
-    std::string message;
-    std::exception_ptr error;
-};
-std::mutex incidents_mutex;
-std::vector<Seen> incidents;
-
-void record_incident(const ctxlocal::Incident& incident) {
-    std::lock_guard<std::mutex> lock(incidents_mutex);
-    incidents.push_back(Seen{incident.kind, incident.message, incident.error});
-}
-
-/// Installs record_incident for every Contexts instantiation of this file; restores the default (null)
-/// when the test ends.
-class IncidentCapture {
-public:
-    IncidentCapture() {
-        clear();
-        web::set_incident_handler(&record_incident);
-        counting_web::set_incident_handler(&record_incident);
-        plain_web::set_incident_handler(&record_incident);
-    }
-    ~IncidentCapture() {
-        web::set_incident_handler(nullptr);
-        counting_web::set_incident_handler(nullptr);
-        plain_web::set_incident_handler(nullptr);
-        clear();
-    }
-    IncidentCapture(const IncidentCapture&) = delete;
-    IncidentCapture& operator=(const IncidentCapture&) = delete;
-
-    static std::vector<Seen> all() {
-        std::lock_guard<std::mutex> lock(incidents_mutex);
-        return incidents;
-    }
-    static std::size_t count(ctxlocal::Incident::Kind kind) {
-        std::lock_guard<std::mutex> lock(incidents_mutex);
-        return static_cast<std::size_t>(
-            std::count_if(incidents.begin(), incidents.end(), [&](const Seen& s) { return s.kind == kind; }));
-    }
-    static void clear() {
-        std::lock_guard<std::mutex> lock(incidents_mutex);
-        incidents.clear();
-    }
-};
+using test_support::Seen;
+using IncidentCapture = test_support::IncidentCapture<web, counting_web, plain_web>;
 
 bool contains(const std::string& text, const std::string& part) {
     return text.find(part) != std::string::npos;
@@ -239,18 +196,8 @@ std::string what_of(const std::exception_ptr& e) {
 
 using test_support::Gate;
 
-/// Runs the rest of the calling test case once per thread count (a doctest SUBCASE each).
-int thread_count() {
-    int n = 0;
-    SUBCASE("threads=1") { n = 1; }
-    SUBCASE("threads=2") { n = 2; }
-    SUBCASE("threads=8") { n = 8; }
-    return n;
-}
-
-void join_all(std::vector<std::thread>& threads) {
-    for (std::thread& t : threads) t.join();
-}
+using test_support::join_all;
+using test_support::thread_count;
 
 /// Runs `f` on a new thread and waits for it.
 template <class F>

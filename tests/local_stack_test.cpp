@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include "support/sync.hpp"
+
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
@@ -89,17 +91,7 @@ void operator delete[](void* p, const std::nothrow_t&) noexcept { counted_free(p
 
 namespace {
 
-/// Counts live objects: every constructor increments, the destructor decrements.
-struct Counted {
-    static inline std::atomic<int> live{0};
-    int value;
-    explicit Counted(int v = 0) noexcept : value(v) { ++live; }
-    Counted(const Counted& other) noexcept : value(other.value) { ++live; }
-    Counted(Counted&& other) noexcept : value(other.value) { ++live; }
-    Counted& operator=(const Counted&) = default;
-    Counted& operator=(Counted&&) = default;
-    ~Counted() { --live; }
-};
+using test_support::Counted;
 
 /// Its constructor throws while `fail` is set.
 struct Fragile {
@@ -110,26 +102,7 @@ struct Fragile {
     }
 };
 
-/// Starts every waiting thread at once, so that concurrent tests really overlap.
-class StartGate {
-public:
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [this] { return open_; });
-    }
-    void open() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            open_ = true;
-        }
-        cv_.notify_all();
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool open_ = false;
-};
+using test_support::Gate;
 
 }  // namespace
 
@@ -360,8 +333,8 @@ TEST_CASE("LocalStack.ThreadExit.destroys_threads_elements" * doctest::timeout(3
 TEST_CASE("LocalStack.Destroy.destroys_every_threads_elements" * doctest::timeout(30)) {
     Counted::live = 0;
     auto stack = std::make_unique<ctxlocal::LocalStack<Counted>>();
-    StartGate pushed;
-    StartGate destroyed;
+    Gate pushed;
+    Gate destroyed;
     std::thread worker([&] {
         stack->emplace(1);
         stack->emplace(2);
@@ -490,7 +463,7 @@ TEST_CASE("LocalStack.Isolation.threads_see_only_their_own_elements" * doctest::
         CAPTURE(threads);
         ctxlocal::LocalStack<int> stack;
         stack.push(-1);  // the main thread's element, never visible to the workers
-        StartGate gate;
+        Gate gate;
         std::atomic<int> mismatches{0};
         std::atomic<int> started_empty{0};
         std::vector<std::thread> pool;

@@ -5,6 +5,7 @@
 #include <ctxlocal/local.hpp>
 
 #include "support/sync.hpp"
+#include "support/threads.hpp"
 
 #include <algorithm>
 #include <array>
@@ -63,19 +64,8 @@ private:
     std::thread thread_;
 };
 
-/// Runs the rest of the calling test case once per thread count (a doctest SUBCASE each).
-int thread_count() {
-    int n = 0;
-    SUBCASE("threads=1") { n = 1; }
-    SUBCASE("threads=2") { n = 2; }
-    SUBCASE("threads=8") { n = 8; }
-    return n;
-}
-
-void join_all(std::vector<std::thread>& threads) {
-    for (std::thread& t : threads) t.join();
-    threads.clear();
-}
+using test_support::join_all;
+using test_support::thread_count;
 
 // ---------------------------------------------------------------------------------------------------
 // Counting value type: every construction and destruction is counted, and each destruction records

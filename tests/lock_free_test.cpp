@@ -13,6 +13,8 @@
 #include <doctest/doctest.h>
 #include <ctxlocal/ctxlocal.hpp>
 
+#include "support/sync.hpp"
+
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -49,31 +51,8 @@ using web = ctxlocal::Contexts<App, Req>;
 // ---------------------------------------------------------------------------------------------------------
 // The harness.
 
-/// A one-shot event with a bounded wait.
-class Event {
-public:
-    void set() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            set_ = true;
-        }
-        cv_.notify_all();
-    }
-    /// True when the event was set within `timeout`.
-    bool wait_for(std::chrono::milliseconds timeout) {
-        std::unique_lock<std::mutex> lock(mutex_);
-        return cv_.wait_for(lock, timeout, [this] { return set_; });
-    }
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [this] { return set_; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool set_ = false;
-};
+/// A one-shot signal between two threads, with a bounded wait.
+using Event = test_support::Gate;
 
 /// Thread A: holds the registry lock from construction until release() (or destruction), by blocking in a
 /// `Local::for_each` callback. for_each visits only threads that have a value, so A first gives its own
@@ -85,7 +64,7 @@ public:
               ctxlocal::Local<int> probe;
               probe.value() = 1;
               probe.for_each([this](int&) {
-                  held_.set();      // the registry lock is held from here...
+                  held_.open();     // the registry lock is held from here...
                   release_.wait();  // ...until the test says so
               });
           }) {}
@@ -98,7 +77,7 @@ public:
 
     /// True once A is inside the for_each callback, i.e. holds the registry lock (bounded wait).
     bool wait_until_held() { return held_.wait_for(kPatience); }
-    void release() { release_.set(); }
+    void release() { release_.open(); }
 
 private:
     Event held_;
@@ -113,11 +92,11 @@ public:
     /// B's set-up is done; waits (without timeout: the harness always opens the gate) until the test has
     /// made A take the lock.
     void setup_done_wait_for_lock() {
-        setup_done_.set();
+        setup_done_.open();
         go_.wait();
     }
     /// B's operation under test has finished.
-    void operation_done() { operation_done_.set(); }
+    void operation_done() { operation_done_.open(); }
 
 private:
     template <class Body>
@@ -150,7 +129,7 @@ struct Harness {
         {
             RegistryLockHolder a;
             out.lock_held = out.setup_done && a.wait_until_held();
-            gate.go_.set();  // open the gate on every path, so that B always ends
+            gate.go_.open();  // open the gate on every path, so that B always ends
             if (out.lock_held) out.done_while_held = gate.operation_done_.wait_for(wait_while_held);
             a.release();
         }  // A is joined here: the lock is free

@@ -20,40 +20,13 @@
 #include <ctxlocal/local_stack.hpp>
 #include <ctxlocal/namespace.hpp>
 
+#include "support/sync.hpp"
+
 namespace {
 
-/// Counts live objects: every constructor increments, the destructor decrements.
-struct Counted {
-    static inline std::atomic<int> live{0};
-    int value;
-    explicit Counted(int v = 0) noexcept : value(v) { ++live; }
-    Counted(const Counted& other) noexcept : value(other.value) { ++live; }
-    Counted(Counted&& other) noexcept : value(other.value) { ++live; }
-    Counted& operator=(const Counted&) = default;
-    Counted& operator=(Counted&&) = default;
-    ~Counted() { --live; }
-};
+using test_support::Counted;
 
-/// A one-shot signal between two threads.
-class Signal {
-public:
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [this] { return set_; });
-    }
-    void set() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            set_ = true;
-        }
-        cv_.notify_all();
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool set_ = false;
-};
+using test_support::Gate;
 
 }  // namespace
 
@@ -123,7 +96,7 @@ TEST_CASE("Manager.Cleanup.releases_only_the_calling_thread" * doctest::timeout(
         ctxlocal::Local<Counted> local;
         ctxlocal::LocalStack<Counted> stack;
         ctxlocal::LocalManager manager{local, stack};
-        Signal cleaned;
+        Gate cleaned;
         std::atomic<int> ready{0};
         std::mutex ready_mutex;
         std::condition_variable ready_cv;
@@ -160,7 +133,7 @@ TEST_CASE("Manager.Cleanup.releases_only_the_calling_thread" * doctest::timeout(
         CHECK(stack.empty());
         CHECK(Counted::live == 3 * threads);  // exactly the main thread's two were destroyed
         CHECK(local.count() == static_cast<std::size_t>(threads));
-        cleaned.set();
+        cleaned.open();
         for (std::thread& th : pool) th.join();
         CHECK(intact == 2 * threads);
         CHECK(Counted::live == 0);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <ctxlocal/ctxlocal.hpp>
 
+#include "support/incidents.hpp"
 #include "support/sync.hpp"
 
 #include <atomic>
@@ -168,42 +169,8 @@ std::string request_id_now() {
     return r == nullptr ? "id=none" : "id=" + std::to_string(r->id);
 }
 
-struct Seen {
-    ctxlocal::Incident::Kind kind;
-    std::string message;
-    std::exception_ptr error;
-};
-std::mutex incidents_mutex;
-std::vector<Seen> incidents;
-
-void record_incident(const ctxlocal::Incident& incident) {
-    std::lock_guard<std::mutex> lock(incidents_mutex);
-    incidents.push_back(Seen{incident.kind, incident.message, incident.error});
-}
-
-/// Records web's incidents for the test case; restores the default handler afterwards.
-class IncidentCapture {
-public:
-    IncidentCapture() {
-        clear();
-        web::set_incident_handler(&record_incident);
-    }
-    ~IncidentCapture() {
-        web::set_incident_handler(nullptr);
-        clear();
-    }
-    IncidentCapture(const IncidentCapture&) = delete;
-    IncidentCapture& operator=(const IncidentCapture&) = delete;
-
-    static std::vector<Seen> all() {
-        std::lock_guard<std::mutex> lock(incidents_mutex);
-        return incidents;
-    }
-    static void clear() {
-        std::lock_guard<std::mutex> lock(incidents_mutex);
-        incidents.clear();
-    }
-};
+using test_support::Seen;
+using IncidentCapture = test_support::IncidentCapture<web>;
 
 std::string leaked_message(const std::string& name, const std::string& why) {
     return "ctxlocal: " + name + " was " + why + "; it was popped and its teardown ran";

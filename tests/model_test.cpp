@@ -17,20 +17,11 @@
 #include <vector>
 
 #include "model/interpreter.hpp"
+#include "support/environment.hpp"
 
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-constexpr bool sanitized = true;
-#else
-constexpr bool sanitized = false;
-#endif
-#else
-constexpr bool sanitized = false;
-#endif
+using test_support::sanitized;
 
 constexpr std::size_t ops_per_seed = 4000;
 constexpr int thread_counts[] = {2, 3, 4};

@@ -18,19 +18,11 @@
 #include <ctxlocal/errors.hpp>
 #include <ctxlocal/local.hpp>
 
+#include "support/sync.hpp"
+
 namespace ns_test {
 
-/// Counts live objects: every constructor increments, the destructor decrements.
-struct Counted {
-    static inline std::atomic<int> live{0};
-    int value;
-    explicit Counted(int v = 0) noexcept : value(v) { ++live; }
-    Counted(const Counted& other) noexcept : value(other.value) { ++live; }
-    Counted(Counted&& other) noexcept : value(other.value) { ++live; }
-    Counted& operator=(const Counted&) = default;
-    Counted& operator=(Counted&&) = default;
-    ~Counted() { --live; }
-};
+using test_support::Counted;
 
 /// Two types with names that appear nowhere else in the messages.
 struct Apple {

@@ -20,6 +20,8 @@
 #include <ctxlocal/local.hpp>
 #include <ctxlocal/local_stack.hpp>
 
+#include "support/sync.hpp"
+
 namespace {
 
 struct User {
@@ -28,26 +30,7 @@ struct User {
     int bump() { return ++logins; }
 };
 
-/// Starts every waiting thread at once, so that concurrent tests really overlap.
-class StartGate {
-public:
-    void wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [this] { return open_; });
-    }
-    void open() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            open_ = true;
-        }
-        cv_.notify_all();
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool open_ = false;
-};
+using test_support::Gate;
 
 thread_local int* t_bound_int = nullptr;
 int* bound_int() { return t_bound_int; }
@@ -395,7 +378,7 @@ TEST_CASE("Proxy.Concurrent.each_thread_sees_its_own_binding" * doctest::timeout
         ctxlocal::LocalStack<int> stack;
         const ctxlocal::LocalProxy<int> local_proxy{local};
         const ctxlocal::LocalProxy<int> stack_proxy{stack};
-        StartGate gate;
+        Gate gate;
         std::atomic<int> mismatches{0};
         std::atomic<int> unbound_at_start{0};
         std::atomic<int> unbound_at_end{0};

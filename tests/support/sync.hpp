@@ -1,6 +1,8 @@
-// Synchronisation helpers shared by the tests (C++17 has no latch or barrier).
+// Helpers shared by the tests: synchronisation (C++17 has no latch or barrier) and a live-object counter.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -19,6 +21,11 @@ public:
     void wait() {
         std::unique_lock<std::mutex> lock(mutex_);
         cv_.wait(lock, [&] { return open_; });
+    }
+    /// True when the gate was opened within `timeout`.
+    bool wait_for(std::chrono::milliseconds timeout) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        return cv_.wait_for(lock, timeout, [&] { return open_; });
     }
 
 private:
@@ -68,6 +75,18 @@ private:
     int n_;
     int arrived_ = 0;
     unsigned generation_ = 0;
+};
+
+/// Counts live objects: every constructor increments, the destructor decrements.
+struct Counted {
+    static inline std::atomic<int> live{0};
+    int value;
+    explicit Counted(int v = 0) noexcept : value(v) { ++live; }
+    Counted(const Counted& other) noexcept : value(other.value) { ++live; }
+    Counted(Counted&& other) noexcept : value(other.value) { ++live; }
+    Counted& operator=(const Counted&) = default;
+    Counted& operator=(Counted&&) = default;
+    ~Counted() { --live; }
 };
 
 }  // namespace test_support
