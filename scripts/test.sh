@@ -131,8 +131,11 @@ leg_valgrind() {
     # unit label (the e2e tests drive servers from Python and are covered by the sanitizer legs).
     # The model test runs a smaller budget under valgrind (about 50x slower than a plain run).
     # tests/valgrind.supp: known leaks that are not ctxlocal's (see the file).
+    # --fair-sched=yes: valgrind runs one thread at a time, and by default a thread waking from a sleep
+    # or a condition variable can wait minutes for its turn while busy threads keep it (the shutdown and
+    # for_each race tests then starved and timed out); fair scheduling hands turns out in order.
     local memcheck="valgrind;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite"
-    memcheck+=";--show-leak-kinds=definite;--num-callers=30;--quiet"
+    memcheck+=";--show-leak-kinds=definite;--num-callers=30;--quiet;--fair-sched=yes"
     # Some tests replace operator new/delete (allocation counting, failure injection): let them, rather
     # than have valgrind intercept one half and report mismatched frees.
     memcheck+=";--soname-synonyms=somalloc=nouserintercepts;--suppressions=$ROOT/tests/valgrind.supp"

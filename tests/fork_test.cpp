@@ -400,6 +400,10 @@ TEST_CASE("Fork.Stress.child_never_deadlocks" * doctest::timeout(60) *
         });
         if (code != 0) failures.push_back(code);
     }
+    // Every background kind must have run at least once, whatever the schedule, before they stop.
+    const bool all_ran = test_support::wait_until(
+        [&] { return visits > 0 && locals_made > 0 && threads_started > 0 && requests > 0 && scopes > 0; },
+        std::chrono::seconds(30));
     stop = true;
     for (std::thread& t : background) t.join();
     std::string codes;
@@ -409,6 +413,7 @@ TEST_CASE("Fork.Stress.child_never_deadlocks" * doctest::timeout(60) *
     INFO("forks: " << forks);
     CHECK(failures.empty());
     CHECK(background_failures == 0);
+    CHECK(all_ran);
     CHECK(visits > 0);
     CHECK(locals_made > 0);
     CHECK(threads_started > 0);

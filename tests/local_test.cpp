@@ -639,7 +639,8 @@ TEST_CASE("Local.ForEach.safe_while_owner_grows_its_table" * doctest::timeout(30
         ready.count_down();
         std::vector<std::unique_ptr<Local<int>>> locals;
         // Keep growing and shrinking (new slots, freed slots) until the visitor has run alongside.
-        for (int i = 0; i < 100000 && (i < 300 || visits < 200); ++i) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        for (int i = 0; i < 300 || (visits < 200 && std::chrono::steady_clock::now() < deadline); ++i) {
             locals.push_back(std::make_unique<Local<int>>());
             locals.back()->value() = i;  // grows this thread's table now and then
             if (i % 3 == 0) locals.erase(locals.begin());
@@ -703,18 +704,20 @@ TEST_CASE("Local.ForEach.owner_replacing_and_resetting_never_frees_a_visited_val
     std::atomic<long> visits{0};
     std::atomic<long> changes{0};
     std::thread owner([&] {
-        for (int i = 0; !stop || i < 2000; ++i) {
+        for (int i = 0; !stop; ++i) {
             if (i % 3 == 2) {
                 local.reset();
             } else {
                 local.emplace(i);
             }
             ++changes;
-            if (i > 2000000) break;  // the visitor never got to run: the checks below fail
         }
         local.reset();
     });
-    while (visits.load() < 20000 && changes.load() < 2000000) {
+    // Both sides do their share however the threads are scheduled (under valgrind one thread runs at a
+    // time, and the owner can make many changes per visit); the deadline only ends a run that hangs.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(40);
+    while ((visits.load() < 20000 || changes.load() < 20000) && std::chrono::steady_clock::now() < deadline) {
         local.for_each([&](Counted& c) {
             ++visits;
             volatile int mark = c.mark;  // read it again after a pause: a destroyed value changes its mark
@@ -724,7 +727,9 @@ TEST_CASE("Local.ForEach.owner_replacing_and_resetting_never_frees_a_visited_val
     }
     stop = true;
     owner.join();
+    INFO("visits: " << visits.load() << ", changes: " << changes.load());
     CHECK(visits.load() >= 20000);
+    CHECK(changes.load() >= 20000);
     CHECK(dead_visits.load() == 0);
     CHECK(g_stats.ctors == g_stats.dtors);
 }
@@ -1188,9 +1193,9 @@ TEST_CASE("Local.Destroy.racing_for_each_of_other_locals" * doctest::timeout(30)
         delete local;
         join_all(threads);
     }
+    CHECK(test_support::wait_until([&] { return visits > 0; }, std::chrono::seconds(20)));
     stop = true;
     join_all(visitors);
-    CHECK(visits > 0);
     CHECK(g_stats.ctors == 90);
     CHECK(g_stats.dtors == 90);
 }

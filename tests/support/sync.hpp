@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 
 namespace test_support {
 
@@ -88,5 +89,17 @@ struct Counted {
     Counted& operator=(Counted&&) = default;
     ~Counted() { --live; }
 };
+
+/// Yields until `done()` is true or `timeout` has passed; returns done(). For tests that must not stop a
+/// racing thread before it has done its part, on any schedule (valgrind runs one thread at a time).
+template <class Predicate>
+bool wait_until(Predicate done, std::chrono::seconds timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() >= end) return done();
+        std::this_thread::yield();
+    }
+    return true;
+}
 
 }  // namespace test_support
