@@ -704,11 +704,11 @@ TEST_CASE("Local.ForEach.owner_replacing_and_resetting_never_frees_a_visited_val
     std::atomic<long> visits{0};
     std::atomic<long> changes{0};
     std::thread owner([&] {
-        for (int i = 0; !stop; ++i) {
+        for (long i = 0; !stop; ++i) {  // long: the loop may run for the whole deadline
             if (i % 3 == 2) {
                 local.reset();
             } else {
-                local.emplace(i);
+                local.emplace(static_cast<int>(i % 1000000));
             }
             ++changes;
         }
