@@ -1576,6 +1576,14 @@ TEST_CASE("Contexts.Handle.rvalue_request_is_bound_in_place_and_lvalue_is_copied
     });
     CHECK(kept.secret == "kept");  // the caller's object is untouched
 
+    const Req frozen{9, "frozen"};
+    web::handle(app, std::move(frozen), [&](Req& r) {  // a const rvalue cannot be bound: copied too
+        CHECK(&r != &frozen);
+        CHECK(r.id == 9);
+        r.secret = "changed";
+    });
+    CHECK(frozen.secret == "frozen");
+
     MoveOnlyReq only{3, std::make_unique<int>(4)};
     CHECK(move_only_web::handle(app, std::move(only), [] { return *move_only_web::request->payload; }) == 4);
     CHECK(only.payload != nullptr);  // not moved from

@@ -8,21 +8,14 @@
 #include <vector>
 
 #include "config.hpp"
+#include "detail/marks.hpp"
 #include "errors.hpp"
 
 namespace ctxlocal {
 
-class AppHooks;
-
 namespace detail {
-/// One AppHooks whose callbacks are running on the calling thread; the entries form a stack on the
-/// thread's call stack (see run_teardown).
-struct RunningHooks {
-    const AppHooks* hooks;
-    const RunningHooks* outer;
-};
-/// The innermost AppHooks running teardown callbacks on the calling thread, or null.
-CTXLOCAL_EXPORT inline thread_local const RunningHooks* running_hooks = nullptr;
+/// The AppHooks running teardown callbacks on the calling thread (see run_teardown).
+CTXLOCAL_EXPORT inline thread_local const Mark* running_hooks = nullptr;
 }  // namespace detail
 
 /// Derive your application type from AppHooks to register Flask-style teardown callbacks. Contexts of an
@@ -78,12 +71,10 @@ protected:
 
 private:
     void check_not_running(const char* what) const {
-        for (const detail::RunningHooks* r = detail::running_hooks; r != nullptr; r = r->outer) {
-            if (r->hooks == this) {
-                throw error(std::string("ctxlocal: AppHooks::") + what +
-                            "() called from a teardown callback of the same application; register "
-                            "every callback before the application serves");
-            }
+        if (detail::ScopedMark::contains(detail::running_hooks, this)) {
+            throw error(std::string("ctxlocal: AppHooks::") + what +
+                        "() called from a teardown callback of the same application; register every "
+                        "callback before the application serves");
         }
     }
 

@@ -83,7 +83,6 @@ private:
         const RequestContext* implicit_for;  // the request context that pushed it implicitly
         AppFrame* g_home;                    // the frame whose g this one uses
         std::optional<G> g;                  // a Namespace is kept, emptied, for the frame's next use
-        bool g_made;                         // g is this context's (made since the frame was pushed)
         unsigned depth;                      // 1 + how many times ctx is pushed below this frame
         std::uint64_t seq;                   // push order across both stacks
         bool closing;                        // teardown running
@@ -148,10 +147,7 @@ private:
         AppFrame* f = s == nullptr ? nullptr : s->apps.top();
         if (f == nullptr) return nullptr;
         AppFrame* home = f->g_home;
-        if (CTXLOCAL_UNLIKELY(!home->g_made)) {
-            if (!home->g) home->g.emplace();
-            home->g_made = true;
-        }
+        if (CTXLOCAL_UNLIKELY(!home->g)) home->g.emplace();
         return &*home->g;
     }
 
@@ -482,14 +478,13 @@ public:
             unwind(s, nullptr, nullptr, errors, "found pushed when handle() started a new request");
             report_all(errors, "while handle() popped contexts found pushed at its start");
         }
-        using Given = std::remove_cv_t<std::remove_reference_t<R>>;
-        if constexpr (std::is_same_v<Given, Request> && !std::is_lvalue_reference_v<R>) {
+        if constexpr (std::is_same_v<R, Request>) {
             // A Request handed over by rvalue: bound where it is, neither moved nor allocated (it lives
             // until handle() returns; the caller gave up its state).
             const RequestContext ctx(app, borrow(&request), false);
             return serve(s, ctx, handler);
-        } else if constexpr (std::is_same_v<Given, Request>) {
-            Request copy(request);  // an lvalue is copied, as a by-value parameter would be
+        } else if constexpr (std::is_same_v<std::remove_cv_t<std::remove_reference_t<R>>, Request>) {
+            Request copy(request);  // an lvalue or const Request: copied, as a by-value parameter would be
             const RequestContext ctx(app, borrow(&copy), false);
             return serve(s, ctx, handler);
         } else {
@@ -732,7 +727,6 @@ private:
         } else {
             f.g.reset();
         }
-        f.g_made = false;
     }
 
     /// Pops the top application frame and destroys its g, without teardown.

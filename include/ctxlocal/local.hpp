@@ -172,7 +172,8 @@ private:
         check_alive();                        // a destroyed Local's initialiser is gone
         // init() calling value() on this same Local (directly or through other Locals) would recurse
         // forever: refuse it.
-        const InitGuard guard(this);
+        if (detail::ScopedMark::contains(detail::initialising, this)) throw_reentrant_init();
+        const detail::ScopedMark initialising(detail::initialising, this);
         // new T(init()) rather than make_unique: guaranteed elision, so T need not be movable.
         if (init_fn_ != nullptr) return install(std::unique_ptr<T>(new T(init_fn_())));
         if (init_obj_) return install(std::unique_ptr<T>(new T((*init_obj_)())));
@@ -204,26 +205,11 @@ private:
                             ">: used after it was destroyed (check the destruction order of globals)");
     }
 
-    /// Marks this Local as running its initialiser on the calling thread, for the length of a scope.
-    class InitGuard {
-    public:
-        explicit InitGuard(const void* local) : entry_{local, detail::initialising} {
-            for (const detail::InitEntry* e = detail::initialising; e != nullptr; e = e->outer) {
-                if (e->local == local) {
-                    throw unbound_error("ctxlocal::Local<" + detail::type_name<T>() +
-                                        ">: its initialiser asked for the value it is making (value() "
-                                        "called from inside the initialiser on the same thread)");
-                }
-            }
-            detail::initialising = &entry_;
-        }
-        ~InitGuard() { detail::initialising = entry_.outer; }
-        InitGuard(const InitGuard&) = delete;
-        InitGuard& operator=(const InitGuard&) = delete;
-
-    private:
-        detail::InitEntry entry_;
-    };
+    [[noreturn]] static CTXLOCAL_NOINLINE void throw_reentrant_init() {
+        throw unbound_error("ctxlocal::Local<" + detail::type_name<T>() +
+                            ">: its initialiser asked for the value it is making (value() called from "
+                            "inside the initialiser on the same thread)");
+    }
 
     std::uint32_t ensure_id() {
         std::uint32_t id = id_.load(std::memory_order_acquire);

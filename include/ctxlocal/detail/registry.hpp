@@ -39,6 +39,7 @@
 
 #include "../config.hpp"
 #include "../errors.hpp"
+#include "marks.hpp"
 
 namespace ctxlocal::detail {
 
@@ -74,14 +75,8 @@ CTXLOCAL_EXPORT inline std::atomic<bool> process_exiting{false};
 class Registry;
 CTXLOCAL_EXPORT inline std::atomic<Registry*> registry_instance{nullptr};
 
-/// One Local running its initialiser on the calling thread; the entries form a stack on the thread's
-/// call stack (see Local::create).
-struct InitEntry {
-    const void* local;
-    const InitEntry* outer;
-};
-/// The innermost Local running its initialiser on the calling thread, or null.
-CTXLOCAL_EXPORT inline thread_local const InitEntry* initialising = nullptr;
+/// The Locals running their initialiser on the calling thread (see Local::create).
+CTXLOCAL_EXPORT inline thread_local const Mark* initialising = nullptr;
 
 /// A value taken out of a slot by thread exit, waiting to be destroyed.
 struct Doomed {
