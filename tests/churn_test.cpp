@@ -168,7 +168,7 @@ void churn(int threads) {
             }
             ++spawned;
         }
-        for (std::thread& t : live) t.join();
+        test_support::join_all(live);
         shared.stop.store(true, std::memory_order_release);
         replacer.join();
         visiting.join();

@@ -12,10 +12,9 @@
 // did not move. The control case checks that the counter does count (a `new int` counts 1), so a broken
 // counter fails the test instead of making every other case pass vacuously.
 //
-// web::handle(): handle(app, Request{...}, handler) makes a RequestContext from a Request by value, whose
-// constructor is documented to "Allocate once (the shared request)": one allocation per call is inherent,
-// and that case checks exactly that. handle(app, std::shared_ptr<Request>, handler), with the request made
-// beforehand, shares it (a reference count increment) and is allocation-free; that case checks 0.
+// web::handle(): an rvalue Request is bound where it is, an lvalue Request is copied on the stack, and a
+// std::shared_ptr<Request> made beforehand is shared (a reference count increment): each case checks 0
+// allocations per call.
 //
 // Where counting cannot work, the operations still run but their counts are not checked, and each test
 // says so with a MESSAGE:

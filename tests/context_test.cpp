@@ -2,6 +2,7 @@
 // implicit application contexts, g, teardown order and errors, misuse, nesting, concurrency,
 // copy_current_request_context, handle() and the pooled-thread security guarantee.
 #include <doctest/doctest.h>
+#include <unistd.h>
 #include <ctxlocal/context.hpp>
 
 #include "support/incidents.hpp"
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -194,6 +196,7 @@ std::string what_of(const std::exception_ptr& e) {
     }
 }
 
+using test_support::Counted;
 using test_support::Gate;
 
 using test_support::join_all;
@@ -1316,6 +1319,34 @@ TEST_CASE("Contexts.Handle.teardown_error_after_normal_handler_is_thrown_after_p
     CHECK_STACKS_EMPTY();
 }
 
+namespace {
+/// An App whose Contexts never get an incident handler (IncidentCapture installs none for it).
+struct StderrApp {};
+using stderr_web = ctxlocal::Contexts<StderrApp, Req>;
+}  // namespace
+
+TEST_CASE("Contexts.Incidents.default_handler_writes_the_incident_to_stderr") {
+    std::FILE* capture = std::tmpfile();
+    REQUIRE(capture != nullptr);
+    std::fflush(stderr);
+    const int saved = ::dup(2);
+    REQUIRE(saved >= 0);
+    REQUIRE(::dup2(::fileno(capture), 2) == 2);
+    StderrApp app;
+    stderr_web::AppContext leaked{app};
+    stderr_web::handle(app, Req{1, ""}, [&] { leaked.push(); });  // left pushed: reported
+    std::fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    std::string written;
+    std::rewind(capture);
+    for (int c = std::fgetc(capture); c != EOF; c = std::fgetc(capture)) written += static_cast<char>(c);
+    std::fclose(capture);
+    CHECK(written == "ctxlocal: " + leaked.describe() +
+                         " was left pushed by the handler; it was popped and its teardown ran\n");
+    CHECK(stderr_web::app_context_depth() == 0);
+}
+
 TEST_CASE("Contexts.Handle.leaked_push_is_popped_reported_and_next_request_starts_clean") {
     IncidentCapture capture;
     App app{"main"};
@@ -1546,14 +1577,6 @@ struct MoveOnlyReq {
     std::unique_ptr<int> payload;
 };
 using move_only_web = ctxlocal::Contexts<App, MoveOnlyReq>;
-
-/// Counts live instances, to see when g's values die.
-struct GValue {
-    static inline int live = 0;
-    GValue() { ++live; }
-    GValue(const GValue&) { ++live; }
-    ~GValue() { --live; }
-};
 }  // namespace
 
 TEST_CASE("Contexts.Handle.rvalue_request_is_bound_in_place_and_lvalue_is_copied") {
@@ -1621,6 +1644,7 @@ TEST_CASE("Contexts.Handle.copy_current_request_context_of_a_by_value_request_ho
             error = e.what();
         }
         CHECK(move_only_web::request_context_depth() == 1);
+        CHECK(move_only_web::app_context_depth() == 1);
     });
     CHECK(error ==
           "copy_current_request_context(): the request was given to web::handle() by value and the Request "
@@ -1630,21 +1654,21 @@ TEST_CASE("Contexts.Handle.copy_current_request_context_of_a_by_value_request_ho
 
 TEST_CASE("Contexts.G.namespace_values_die_at_pop_and_the_next_context_starts_empty") {
     App app{"main"};
-    GValue::live = 0;
+    Counted::live = 0;  // counts live instances, to see when g's values die
     for (int i = 0; i < 3; ++i) {
         web::handle(app, Req{i, ""}, [&] {
             CHECK(web::g->empty());  // nothing left from the previous request on this thread
-            web::g->set("value", GValue());
+            web::g->set("value", Counted());
             web::g->set("n", i);
-            CHECK(GValue::live == 1);
+            CHECK(Counted::live == 1);
         });
-        CHECK(GValue::live == 0);  // destroyed when its application context popped
+        CHECK(Counted::live == 0);  // destroyed when its application context popped
     }
     web::AppContext actx{app};
     actx.push();
-    web::g->set("value", GValue());
+    web::g->set("value", Counted());
     actx.pop();
-    CHECK(GValue::live == 0);
+    CHECK(Counted::live == 0);
     actx.push();
     CHECK(web::g->empty());
     actx.pop();

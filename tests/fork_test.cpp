@@ -14,6 +14,7 @@
 #include <ctxlocal/local.hpp>
 
 #include "support/sync.hpp"
+#include "support/threads.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -225,25 +226,41 @@ int child_context_checks(ForkApp& app) {
     return 0;
 }
 
+/// n threads that each give `local` a value (i + 1) and keep it until release(): constructed once they
+/// all hold it.
+class ValueHolders {
+public:
+    ValueHolders(Local<Tracked>& local, int n) : ready_(n) {
+        for (int i = 0; i < n; ++i) {
+            threads_.emplace_back([this, &local, i] {
+                local.emplace(i + 1);
+                ready_.count_down();
+                release_.wait();
+            });
+        }
+        ready_.wait();
+    }
+    ~ValueHolders() { release(); }
+    ValueHolders(const ValueHolders&) = delete;
+    ValueHolders& operator=(const ValueHolders&) = delete;
+    /// Lets the threads exit (destroying their values) and joins them.
+    void release() {
+        release_.open();
+        test_support::join_all(threads_);
+    }
+
+private:
+    Latch ready_;
+    Gate release_;
+    std::vector<std::thread> threads_;
+};
+
 }  // namespace
 
 TEST_CASE("Fork.Child.keeps_only_forking_threads_values" * doctest::timeout(30)) {
-    int n = 0;
-    SUBCASE("threads=1") { n = 1; }
-    SUBCASE("threads=2") { n = 2; }
-    SUBCASE("threads=8") { n = 8; }
+    const int n = test_support::thread_count();
     Local<Tracked> local;
-    Latch ready(n);
-    Gate release;
-    std::vector<std::thread> threads;
-    for (int i = 0; i < n; ++i) {
-        threads.emplace_back([&, i] {
-            local.emplace(i + 1);
-            ready.count_down();
-            release.wait();
-        });
-    }
-    ready.wait();
+    ValueHolders holders(local, n);
     local.emplace(100);
     g_tracked_dtors = 0;
 
@@ -260,25 +277,14 @@ TEST_CASE("Fork.Child.keeps_only_forking_threads_values" * doctest::timeout(30))
     // The parent is unaffected.
     CHECK(local.count() == static_cast<std::size_t>(n + 1));
     CHECK(g_tracked_dtors == 0);
-    release.open();
-    for (std::thread& t : threads) t.join();
+    holders.release();
     CHECK(local.count() == 1);
 }
 
 TEST_CASE("Fork.ForEach.fork_inside_callback" * doctest::timeout(30)) {
     constexpr int n = 2;
     Local<Tracked> local;
-    Latch ready(n);
-    Gate release;
-    std::vector<std::thread> threads;
-    for (int i = 0; i < n; ++i) {
-        threads.emplace_back([&, i] {
-            local.emplace(i + 1);
-            ready.count_down();
-            release.wait();
-        });
-    }
-    ready.wait();
+    ValueHolders holders(local, n);
     local.emplace(100);
 
     pid_t pid = -1;
@@ -301,8 +307,7 @@ TEST_CASE("Fork.ForEach.fork_inside_callback" * doctest::timeout(30)) {
     CHECK(visits == n + 1);  // the parent carried on visiting every value
     CHECK(wait_for_child(pid) == 0);
     CHECK(local.count() == static_cast<std::size_t>(n + 1));
-    release.open();
-    for (std::thread& t : threads) t.join();
+    holders.release();
     std::thread([&] { local.emplace(5); }).join();  // the parent's lock is free too
     CHECK(local.count() == 1);
 }
@@ -405,7 +410,7 @@ TEST_CASE("Fork.Stress.child_never_deadlocks" * doctest::timeout(60) *
         [&] { return visits > 0 && locals_made > 0 && threads_started > 0 && requests > 0 && scopes > 0; },
         std::chrono::seconds(30));
     stop = true;
-    for (std::thread& t : background) t.join();
+    test_support::join_all(background);
     std::string codes;
     for (int code : failures) codes += std::to_string(code) + " ";
     INFO("codes of failed children (-1: deadlocked, killed after "

@@ -323,7 +323,7 @@ TEST_CASE("LocalStack.ThreadExit.destroys_threads_elements" * doctest::timeout(3
                 pushed += static_cast<int>(stack.size());
             });
         }
-        for (std::thread& th : pool) th.join();
+        test_support::join_all(pool);
         CHECK(pushed == 3 * threads);
         CHECK(Counted::live == 0);
         CHECK(stack.local().count() == 0);
@@ -486,7 +486,7 @@ TEST_CASE("LocalStack.Isolation.threads_see_only_their_own_elements" * doctest::
             });
         }
         gate.open();
-        for (std::thread& th : pool) th.join();
+        test_support::join_all(pool);
         CHECK(started_empty == threads);
         CHECK(mismatches == 0);
         CHECK(stack.size() == 1);

@@ -682,11 +682,20 @@ TEST_CASE("Local.ForEach.racing_thread_exit_never_visits_destroyed_value" * doct
     });
     for (int round = 0; round < 40; ++round) {
         std::vector<std::thread> threads;
-        for (int i = 0; i < 4; ++i) threads.emplace_back([&, i] { local.emplace(i); });
+        for (int i = 0; i < 4; ++i) {
+            threads.emplace_back([&, i] {
+                local.emplace(i);
+                // Exit once the visitor has run again (or after a while), so that the exits race visits
+                // on any schedule.
+                const long before = visits.load();
+                test_support::wait_until([&] { return visits.load() != before; }, std::chrono::seconds(2));
+            });
+        }
         join_all(threads);
     }
     stop = true;
     visitor.join();
+    CHECK(visits > 0);  // the visits raced the exits
     CHECK(dead_visits == 0);
     CHECK(g_stats.ctors == 160);
     CHECK(g_stats.dtors == 160);
@@ -1178,6 +1187,8 @@ TEST_CASE("Local.Destroy.racing_for_each_of_other_locals" * doctest::timeout(30)
             }
         });
     }
+    // The visitors are running before the first Local is destroyed, and until the last one is.
+    CHECK(test_support::wait_until([&] { return visits > 0; }, std::chrono::seconds(20)));
     for (int round = 0; round < 30; ++round) {
         auto* local = new Local<Counted>();
         Latch ready(2);
@@ -1193,7 +1204,6 @@ TEST_CASE("Local.Destroy.racing_for_each_of_other_locals" * doctest::timeout(30)
         delete local;
         join_all(threads);
     }
-    CHECK(test_support::wait_until([&] { return visits > 0; }, std::chrono::seconds(20)));
     stop = true;
     join_all(visitors);
     CHECK(g_stats.ctors == 90);

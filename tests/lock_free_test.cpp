@@ -323,6 +323,7 @@ TEST_CASE("LockFree.fresh_thread_reads_nothing_without_lock" * doctest::timeout(
     stack.push(1);
     const ctxlocal::LocalProxy<int> proxy{local};
     bool get_null = false, has = true, top_null = false, proxy_bound = true, request = true, app = true;
+    bool reads_null = false;
     const Outcome out = run_while_registry_locked(
         [&](Gate& gate) {
             gate.setup_done_wait_for_lock();
@@ -332,6 +333,8 @@ TEST_CASE("LockFree.fresh_thread_reads_nothing_without_lock" * doctest::timeout(
             proxy_bound = static_cast<bool>(proxy);
             request = web::has_request_context();
             app = web::has_app_context();
+            reads_null = web::request.get() == nullptr && web::current_app.get() == nullptr &&
+                         web::g.get() == nullptr && !web::request;
             gate.operation_done();
         },
         kPatience);
@@ -342,6 +345,7 @@ TEST_CASE("LockFree.fresh_thread_reads_nothing_without_lock" * doctest::timeout(
     CHECK_FALSE(proxy_bound);
     CHECK_FALSE(request);
     CHECK_FALSE(app);
+    CHECK(reads_null);  // request, current_app and g read through their proxies: nothing bound
     stack.clear();
 }
 

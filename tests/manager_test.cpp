@@ -6,9 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -97,9 +95,7 @@ TEST_CASE("Manager.Cleanup.releases_only_the_calling_thread" * doctest::timeout(
         ctxlocal::LocalStack<Counted> stack;
         ctxlocal::LocalManager manager{local, stack};
         Gate cleaned;
-        std::atomic<int> ready{0};
-        std::mutex ready_mutex;
-        std::condition_variable ready_cv;
+        test_support::Latch ready(threads);
         std::atomic<int> intact{0};
         std::vector<std::thread> pool;
         for (int t = 0; t < threads; ++t) {
@@ -107,11 +103,7 @@ TEST_CASE("Manager.Cleanup.releases_only_the_calling_thread" * doctest::timeout(
                 local.emplace(id);
                 stack.emplace(id);
                 stack.emplace(id + 100);
-                {
-                    std::lock_guard<std::mutex> lock(ready_mutex);
-                    ++ready;
-                }
-                ready_cv.notify_all();
+                ready.count_down();
                 cleaned.wait();  // the main thread cleans up meanwhile
                 if (local.get() != nullptr && local.get()->value == id && stack.size() == 2 &&
                     stack.top()->value == id + 100) {
@@ -123,10 +115,7 @@ TEST_CASE("Manager.Cleanup.releases_only_the_calling_thread" * doctest::timeout(
         }
         local.emplace(-1);
         stack.emplace(-1);
-        {
-            std::unique_lock<std::mutex> lock(ready_mutex);
-            ready_cv.wait(lock, [&] { return ready == threads; });
-        }
+        ready.wait();
         REQUIRE(Counted::live == 2 + 3 * threads);
         manager.cleanup();
         CHECK_FALSE(local.has_value());
@@ -134,7 +123,7 @@ TEST_CASE("Manager.Cleanup.releases_only_the_calling_thread" * doctest::timeout(
         CHECK(Counted::live == 3 * threads);  // exactly the main thread's two were destroyed
         CHECK(local.count() == static_cast<std::size_t>(threads));
         cleaned.open();
-        for (std::thread& th : pool) th.join();
+        test_support::join_all(pool);
         CHECK(intact == 2 * threads);
         CHECK(Counted::live == 0);
     }

@@ -503,6 +503,11 @@ TEST_CASE("Misuse.Local.value_destructor_that_throws_terminates") {
           }) == 42);
     CHECK(exit_code_of_child([] {
               ctxlocal::Local<ThrowingDestructor> local;
+              (void)local.value();
+              local.emplace();  // replaces, destroying the old value
+          }) == 42);
+    CHECK(exit_code_of_child([] {
+              ctxlocal::Local<ThrowingDestructor> local;
               std::thread([&] { (void)local.value(); }).join();
           }) == 42);
     CHECK(exit_code_of_child([] {

@@ -6,9 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -374,9 +372,7 @@ TEST_CASE("Namespace.Local.per_thread_attributes" * doctest::timeout(30)) {
         CAPTURE(threads);
         ctxlocal::Local<ctxlocal::Namespace> local;
         local.value().set("id", -1);
-        std::mutex mutex;
-        std::condition_variable cv;
-        int ready = 0;
+        test_support::Barrier all_set(threads);
         std::atomic<int> mismatches{0};
         std::vector<std::thread> pool;
         for (int t = 0; t < threads; ++t) {
@@ -384,12 +380,7 @@ TEST_CASE("Namespace.Local.per_thread_attributes" * doctest::timeout(30)) {
                 if (local.has_value()) ++mismatches;  // a new thread starts without attributes
                 local.value().set("id", id);
                 local.value().set("only_" + std::to_string(id), true);
-                {
-                    std::unique_lock<std::mutex> lock(mutex);
-                    ++ready;
-                    cv.notify_all();
-                    cv.wait(lock, [&] { return ready == threads; });  // every thread has set its own
-                }
+                all_set.arrive_and_wait();  // every thread has set its own
                 const ctxlocal::Namespace& mine = local.value();
                 if (mine.get<int>("id") != id || mine.size() != 2) ++mismatches;
                 for (int other = 1; other <= threads; ++other) {
@@ -397,7 +388,7 @@ TEST_CASE("Namespace.Local.per_thread_attributes" * doctest::timeout(30)) {
                 }
             });
         }
-        for (std::thread& th : pool) th.join();
+        test_support::join_all(pool);
         CHECK(mismatches == 0);
         CHECK(local.value().get<int>("id") == -1);
         CHECK(local.value().size() == 1);

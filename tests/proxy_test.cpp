@@ -406,7 +406,7 @@ TEST_CASE("Proxy.Concurrent.each_thread_sees_its_own_binding" * doctest::timeout
             });
         }
         gate.open();
-        for (std::thread& th : pool) th.join();
+        test_support::join_all(pool);
         CHECK(unbound_at_start == threads);
         CHECK(unbound_at_end == threads);
         CHECK(mismatches == 0);

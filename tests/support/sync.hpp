@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace test_support {
 
@@ -89,6 +90,12 @@ struct Counted {
     Counted& operator=(Counted&&) = default;
     ~Counted() { --live; }
 };
+
+/// Joins every thread and empties the vector.
+inline void join_all(std::vector<std::thread>& threads) {
+    for (std::thread& t : threads) t.join();
+    threads.clear();
+}
 
 /// Yields until `done()` is true or `timeout` has passed; returns done(). For tests that must not stop a
 /// racing thread before it has done its part, on any schedule (valgrind runs one thread at a time).

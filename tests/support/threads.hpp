@@ -1,10 +1,9 @@
-// Thread helpers shared by the doctest files.
+// Thread helpers shared by the doctest files (join_all is in sync.hpp, which needs no doctest).
 #pragma once
 
 #include <doctest/doctest.h>
 
-#include <thread>
-#include <vector>
+#include "sync.hpp"  // join_all, used with thread_count
 
 namespace test_support {
 
@@ -15,12 +14,6 @@ inline int thread_count() {
     SUBCASE("threads=2") { n = 2; }
     SUBCASE("threads=8") { n = 8; }
     return n;
-}
-
-/// Joins every thread and empties the vector.
-inline void join_all(std::vector<std::thread>& threads) {
-    for (std::thread& t : threads) t.join();
-    threads.clear();
 }
 
 }  // namespace test_support
