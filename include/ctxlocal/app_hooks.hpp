@@ -12,6 +12,7 @@
 #include "errors.hpp"
 
 namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
 
 namespace detail {
 /// The AppHooks running teardown callbacks on the calling thread (see run_teardown).
@@ -100,4 +101,5 @@ struct Incident {
     std::exception_ptr error;  // the suppressed exception, for suppressed_teardown_error
 };
 
+}  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal

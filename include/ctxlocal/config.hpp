@@ -1,6 +1,16 @@
 // Configuration macros. Each may be defined by the user before including any ctxlocal header.
 #pragma once
 
+/// CTXLOCAL_ABI_NAMESPACE: every ctxlocal name lives in `ctxlocal::CTXLOCAL_ABI_NAMESPACE`, an inline
+/// namespace, so user code still writes `ctxlocal::Local` while the symbols carry the ABI version. Two
+/// copies of ctxlocal in one process (two plugins that each vendor it) then share their registry and
+/// context stacks only when their layouts agree: a version that changes the layout of anything shared
+/// changes this name, and the two copies keep separate registries instead of corrupting each other.
+/// Do not define it yourself except to keep a private copy apart on purpose.
+#ifndef CTXLOCAL_ABI_NAMESPACE
+#define CTXLOCAL_ABI_NAMESPACE abi_v2
+#endif
+
 /// CTXLOCAL_EXPORT gives default visibility to what must be one object in the whole process: the
 /// library's process-wide state (the slot registry, the per-thread table pointer), the class template
 /// `Contexts` (its static members hold every thread's context stacks) and `Namespace` (the default `G` of

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "app_hooks.hpp"
+#include "config.hpp"
 #include "detail/frames.hpp"
 #include "errors.hpp"
 #include "local.hpp"
@@ -22,6 +23,7 @@
 #include "proxy.hpp"
 
 namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
 
 /// Flask's context model for one choice of application, request and `g` types. A framework picks its
 /// types once and gets the contexts and the globals that read them:
@@ -818,4 +820,5 @@ private:
     }
 };
 
+}  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal

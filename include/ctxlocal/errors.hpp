@@ -8,7 +8,10 @@
 #include <utility>
 #include <vector>
 
+#include "config.hpp"
+
 namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
 
 /// Base of every exception thrown by ctxlocal.
 class error : public std::runtime_error {
@@ -57,4 +60,5 @@ private:
     std::vector<std::exception_ptr> errors_;
 };
 
+}  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal

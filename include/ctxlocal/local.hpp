@@ -17,6 +17,7 @@
 #include "errors.hpp"
 
 namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
 
 /// Storage whose value is the calling thread's own: werkzeug's `Local`, as a typed C++ object.
 ///
@@ -227,4 +228,5 @@ private:
     std::function<T()>* init_obj_ = nullptr;
 };
 
+}  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal

@@ -7,9 +7,11 @@
 #include <utility>
 #include <vector>
 
+#include "config.hpp"
 #include "local.hpp"
 
 namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
 
 /// A stack whose contents are the calling thread's own: werkzeug's `LocalStack`.
 ///
@@ -90,4 +92,5 @@ private:
     Local<std::vector<T>> storage_;
 };
 
+}  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal

@@ -6,10 +6,12 @@
 #include <utility>
 #include <vector>
 
+#include "config.hpp"
 #include "local.hpp"
 #include "local_stack.hpp"
 
 namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
 
 /// Holds references to Locals and LocalStacks and releases all of them for the calling thread at
 /// once: werkzeug's `LocalManager`. Release destroys the values (Local::reset, LocalStack::clear); it
@@ -95,4 +97,5 @@ private:
     std::vector<Entry> entries_;
 };
 
+}  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal

@@ -14,6 +14,7 @@
 #include "errors.hpp"
 
 namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
 
 /// String-keyed values of any type, kept in insertion order. `Local<Namespace>` is werkzeug's `Local`
 /// in C++, and a Namespace is what Flask's `g` holds.
@@ -196,4 +197,5 @@ private:
     Entries entries_;
 };
 
+}  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal

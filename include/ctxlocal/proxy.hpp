@@ -4,11 +4,13 @@
 #include <type_traits>
 #include <utility>
 
+#include "config.hpp"
 #include "errors.hpp"
 #include "local.hpp"
 #include "local_stack.hpp"
 
 namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
 
 /// Forwards every use to whatever the calling thread has bound at that moment: werkzeug's
 /// `LocalProxy`. Bound means: the thread's value of a `Local<T>`, the top of a `LocalStack<T>`, the
@@ -119,4 +121,5 @@ private:
     const char* message_;
 };
 
+}  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal

@@ -13,9 +13,12 @@
 #include <vector>
 
 #include "../app_hooks.hpp"
+#include "../config.hpp"
 #include "../errors.hpp"
 
-namespace ctxlocal::detail {
+namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
+namespace detail {
 
 /// A stack of frames that keeps each frame's memory when it is popped: push/pop allocate nothing once the
 /// stack has been as deep before, and a frame keeps its address while it is pushed.
@@ -120,4 +123,6 @@ struct Returned<void> {
     }
 };
 
-}  // namespace ctxlocal::detail
+}  // namespace detail
+}  // namespace CTXLOCAL_ABI_NAMESPACE
+}  // namespace ctxlocal

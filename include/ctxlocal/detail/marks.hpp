@@ -3,7 +3,11 @@
 // a Local running its initialiser and for an App running its teardown callbacks.
 #pragma once
 
-namespace ctxlocal::detail {
+#include "../config.hpp"
+
+namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
+namespace detail {
 
 /// One object marked busy on the calling thread; the marks form a stack on the thread's call stack.
 struct Mark {
@@ -35,4 +39,6 @@ private:
     Mark entry_;
 };
 
-}  // namespace ctxlocal::detail
+}  // namespace detail
+}  // namespace CTXLOCAL_ABI_NAMESPACE
+}  // namespace ctxlocal

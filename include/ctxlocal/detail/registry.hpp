@@ -41,7 +41,9 @@
 #include "../errors.hpp"
 #include "marks.hpp"
 
-namespace ctxlocal::detail {
+namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
+namespace detail {
 
 /// Destroys a value stored in a slot.
 using Deleter = void (*)(void*) noexcept;
@@ -467,4 +469,6 @@ inline const bool exit_sentinel_armed = [] {
     return true;
 }();
 
-}  // namespace ctxlocal::detail
+}  // namespace detail
+}  // namespace CTXLOCAL_ABI_NAMESPACE
+}  // namespace ctxlocal

@@ -6,14 +6,28 @@
 #include <string>
 #include <typeinfo>
 
+#include "../config.hpp"
+
 #if defined(__GNUC__) || defined(__clang__)
 #include <cxxabi.h>
 #endif
 
-namespace ctxlocal::detail {
+namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
+namespace detail {
 
-/// The demangled name of a type (e.g. "std::vector<int>"), or its mangled name where demangling is not
-/// available. Allocates.
+/// Replaces every `from` in `text` with `to`.
+inline void replace_all(std::string& text, const std::string& from, const std::string& to) {
+    for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+        text.replace(at, from.size(), to);
+    }
+}
+
+#define CTXLOCAL_DETAIL_STRING2(x) #x
+#define CTXLOCAL_DETAIL_STRING(x) CTXLOCAL_DETAIL_STRING2(x)
+
+/// The demangled name of a type (e.g. "std::vector<int>", "ctxlocal::Namespace": the ABI namespace is
+/// left out), or its mangled name where demangling is not available. Allocates.
 inline std::string demangle(const char* mangled) {
 #if defined(__GNUC__) || defined(__clang__)
     int status = 0;
@@ -21,11 +35,9 @@ inline std::string demangle(const char* mangled) {
                                                 std::free);
     if (status == 0 && name) {
         std::string text = name.get();
-        const std::string long_string =
-            "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >";
-        for (auto at = text.find(long_string); at != std::string::npos; at = text.find(long_string, at)) {
-            text.replace(at, long_string.size(), "std::string");
-        }
+        replace_all(text, "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+                    "std::string");
+        replace_all(text, "ctxlocal::" CTXLOCAL_DETAIL_STRING(CTXLOCAL_ABI_NAMESPACE) "::", "ctxlocal::");
         return text;
     }
 #endif
@@ -37,4 +49,6 @@ std::string type_name() {
     return demangle(typeid(T).name());
 }
 
-}  // namespace ctxlocal::detail
+}  // namespace detail
+}  // namespace CTXLOCAL_ABI_NAMESPACE
+}  // namespace ctxlocal
