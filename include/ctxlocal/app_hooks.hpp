@@ -14,11 +14,6 @@
 namespace ctxlocal {
 inline namespace CTXLOCAL_ABI_NAMESPACE {
 
-namespace detail {
-/// The AppHooks running teardown callbacks on the calling thread (see run_teardown).
-CTXLOCAL_EXPORT inline thread_local const Mark* running_hooks = nullptr;
-}  // namespace detail
-
 /// Derive your application type from AppHooks to register Flask-style teardown callbacks. Contexts of an
 /// App that does not derive from it simply run none.
 ///
@@ -72,7 +67,7 @@ protected:
 
 private:
     void check_not_running(const char* what) const {
-        if (detail::ScopedMark::contains(detail::running_hooks, this)) {
+        if (detail::ScopedMark::contains(detail::MarkKind::running_hooks, this)) {
             throw error(std::string("ctxlocal: AppHooks::") + what +
                         "() called from a teardown callback of the same application; register every "
                         "callback before the application serves");

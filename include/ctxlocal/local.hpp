@@ -173,8 +173,8 @@ private:
         check_alive();                        // a destroyed Local's initialiser is gone
         // init() calling value() on this same Local (directly or through other Locals) would recurse
         // forever: refuse it.
-        if (detail::ScopedMark::contains(detail::initialising, this)) throw_reentrant_init();
-        const detail::ScopedMark initialising(detail::initialising, this);
+        if (detail::ScopedMark::contains(detail::MarkKind::initialising, this)) throw_reentrant_init();
+        const detail::ScopedMark initialising(detail::MarkKind::initialising, this);
         // new T(init()) rather than make_unique: guaranteed elision, so T need not be movable.
         if (init_fn_ != nullptr) return install(std::unique_ptr<T>(new T(init_fn_())));
         if (init_obj_) return install(std::unique_ptr<T>(new T((*init_obj_)())));

@@ -73,7 +73,7 @@ inline void run_teardown(App& app, bool request_callbacks, const std::exception_
             request_callbacks ? hooks.teardown_request_callbacks() : hooks.teardown_appcontext_callbacks();
         if (callbacks.empty()) return;  // the common case; keeps the pop path short
         // Marks the callbacks as running on this thread: registering more now throws (see AppHooks).
-        const ScopedMark running(running_hooks, &hooks);
+        const ScopedMark running(MarkKind::running_hooks, &hooks);
         for (std::size_t i = callbacks.size(); i-- > 0;) {
             try {
                 callbacks[i](error);

@@ -1,6 +1,6 @@
-// Per-thread "busy" marks: which objects are in the middle of a call on the calling thread, so that a
-// re-entrant call can be refused with a clear error instead of recursing or corrupting state. Used for
-// a Local running its initialiser and for an App running its teardown callbacks.
+// Re-entry marks: which objects are in the middle of a call in the calling context, so that a re-entrant
+// call can be refused with a clear error instead of recursing or corrupting state. Used for a Local running
+// its initialiser and for an App running its teardown callbacks.
 #pragma once
 
 #include "../config.hpp"
@@ -9,26 +9,40 @@ namespace ctxlocal {
 inline namespace CTXLOCAL_ABI_NAMESPACE {
 namespace detail {
 
-/// One object marked busy on the calling thread; the marks form a stack on the thread's call stack.
+/// What a mark says about its object.
+enum class MarkKind : unsigned char {
+    initialising,   // a Local is running its initialiser
+    running_hooks,  // an AppHooks is running its teardown callbacks
+};
+
+/// One object marked busy; the marks of one kind form a stack on the call stack.
 struct Mark {
     const void* object;
     const Mark* outer;
 };
 
-/// Marks `object` on the mark stack whose innermost entry is `top` (a thread_local) for the length of a
-/// scope.
+/// The innermost mark of each kind.
+struct Marks {
+    const Mark* top[2] = {nullptr, nullptr};
+};
+
+/// The marks of the calling thread. (Interim: becomes part of the per-thread record.)
+CTXLOCAL_EXPORT inline thread_local Marks thread_marks{};
+
+/// Marks `object` as `kind` for the length of a scope. Never allocates, never throws.
 class ScopedMark {
 public:
-    ScopedMark(const Mark*& top, const void* object) noexcept : top_(top), entry_{object, top} {
+    ScopedMark(MarkKind kind, const void* object) noexcept
+        : top_(thread_marks.top[static_cast<unsigned>(kind)]), entry_{object, top_} {
         top_ = &entry_;
     }
     ~ScopedMark() { top_ = entry_.outer; }
     ScopedMark(const ScopedMark&) = delete;
     ScopedMark& operator=(const ScopedMark&) = delete;
 
-    /// True when `object` is marked on the stack whose innermost entry is `top`.
-    static bool contains(const Mark* top, const void* object) noexcept {
-        for (const Mark* m = top; m != nullptr; m = m->outer) {
+    /// True when `object` is marked as `kind`.
+    static bool contains(MarkKind kind, const void* object) noexcept {
+        for (const Mark* m = thread_marks.top[static_cast<unsigned>(kind)]; m != nullptr; m = m->outer) {
             if (m->object == object) return true;
         }
         return false;

@@ -77,9 +77,6 @@ CTXLOCAL_EXPORT inline std::atomic<bool> process_exiting{false};
 class Registry;
 CTXLOCAL_EXPORT inline std::atomic<Registry*> registry_instance{nullptr};
 
-/// The Locals running their initialiser on the calling thread (see Local::create).
-CTXLOCAL_EXPORT inline thread_local const Mark* initialising = nullptr;
-
 /// A value taken out of a slot by thread exit, waiting to be destroyed.
 struct Doomed {
     void* value;  // null once destroyed, or taken over by release_id
