@@ -13,6 +13,8 @@
 // | Local::value(), allocation fails            | throws bad_alloc, creates nothing; retrying works           | Local.AllocationFailure.value_creates_nothing
 // | Local::emplace(), constructor throws        | the old value is kept unchanged (none made if none was)     | Local.EmplaceThrows.keeps_old_value
 // | Local::emplace(), allocation fails          | the old value is kept unchanged                             | Local.AllocationFailure.emplace_keeps_old_value
+// | thread exit, every allocation fails         | every value is destroyed, nothing allocated, no terminate   | Local.AllocationFailure.thread_exit_destroys_values_without_allocating
+// | ~Local, every allocation fails              | every thread's value is destroyed, nothing allocated        | Local.AllocationFailure.destroying_a_local_allocates_nothing
 // | Local::for_each(), callback throws          | the exception propagates, the visit stops (lock released)   | Local.ForEachThrows.propagates_and_stops
 // | LocalStack::push(), element move throws     | the stack is unchanged                                      | LocalStack.PushThrows.stack_unchanged
 // | LocalStack::push(), allocation fails        | the stack is unchanged                                      | LocalStack.AllocationFailure.push_leaves_stack_unchanged
@@ -79,6 +81,7 @@
 
 namespace {
 thread_local long allocations_until_failure = -1;  // -1: never fail
+thread_local bool fail_every_allocation = false;
 constexpr bool no_allocation_injection = CTXLOCAL_TEST_INJECT_ALLOCATION_FAILURES == 0;
 }  // namespace
 
@@ -89,6 +92,7 @@ constexpr bool no_allocation_injection = CTXLOCAL_TEST_INJECT_ALLOCATION_FAILURE
 namespace {
 void* allocate(std::size_t size, std::size_t alignment = 0) {
     if (allocations_until_failure >= 0 && allocations_until_failure-- == 0) throw std::bad_alloc();
+    if (fail_every_allocation) throw std::bad_alloc();
     if (size == 0) size = 1;
     void* p = alignment <= alignof(std::max_align_t)
                   ? std::malloc(size)
@@ -336,6 +340,55 @@ TEST_CASE("Local.AllocationFailure.emplace_keeps_old_value" * doctest::skip(no_a
     CHECK(injected >= 1);
     CHECK(local.get()->value == 2);
     CHECK(live.load() == 1);
+}
+
+namespace {
+/// Made first on a thread, so destroyed last of its thread_locals: from then on, through ctxlocal's
+/// thread-exit teardown, every allocation on that thread fails.
+struct FailAllocationsFromHere {
+    ~FailAllocationsFromHere() { fail_every_allocation = true; }
+};
+}  // namespace
+
+TEST_CASE("Local.AllocationFailure.thread_exit_destroys_values_without_allocating" *
+          doctest::skip(no_allocation_injection) * doctest::timeout(30)) {
+    live = 0;
+    std::vector<std::unique_ptr<ctxlocal::Local<Probe>>> locals;  // enough that the thread's table grows
+    for (int i = 0; i < 40; ++i) locals.push_back(std::make_unique<ctxlocal::Local<Probe>>());
+    std::thread([&] {
+        thread_local FailAllocationsFromHere fail_from_here;
+        (void)&fail_from_here;
+        for (auto& local : locals) local->emplace(1);
+        CHECK(live == 40);
+    }).join();  // std::terminate here if the teardown allocated
+    CHECK(live == 0);
+    for (auto& local : locals) CHECK(local->count() == 0);
+}
+
+TEST_CASE("Local.AllocationFailure.destroying_a_local_allocates_nothing" *
+          doctest::skip(no_allocation_injection) * doctest::timeout(30)) {
+    live = 0;
+    constexpr int holders = 40;  // more values than one batch of the destroy loop
+    auto* local = new ctxlocal::Local<Probe>();
+    test_support::Latch ready(holders);
+    test_support::Gate release;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < holders; ++i) {
+        threads.emplace_back([&, i] {
+            local->emplace(i);
+            ready.count_down();
+            release.wait();
+        });
+    }
+    ready.wait();
+    local->emplace(-1);
+    CHECK(live == holders + 1);
+    fail_every_allocation = true;
+    delete local;  // std::terminate here if it allocated
+    fail_every_allocation = false;
+    CHECK(live == 0);
+    release.open();
+    test_support::join_all(threads);
 }
 
 TEST_CASE("Local.ForEachThrows.propagates_and_stops" * doctest::timeout(30)) {

@@ -430,3 +430,60 @@ TEST_CASE("Fork.Stress.child_never_deadlocks" * doctest::timeout(60) *
     CHECK(web::request_context_depth() == 1);
     CHECK(web::g->get<std::string>("who") == "parent");
 }
+
+namespace {
+
+/// Values whose destructor, the first time one runs (at its thread's exit), forks. The child carries on
+/// inside that destructor, in the middle of the thread's exit teardown, and checks that ctxlocal is
+/// consistent there: it destroys the Local of the value being destroyed and the Local of the value queued
+/// behind it, then makes and uses a new Local. It reports through `report` and ends with exec.
+struct ForksInDestructor {
+    static inline std::atomic<bool> forked{false};
+    static inline Local<ForksInDestructor>* locals[2] = {nullptr, nullptr};
+    static inline pid_t child = -1;
+    static inline int report[2] = {-1, -1};
+    int index = -1;
+    ~ForksInDestructor() {
+        if (index < 0 || forked.exchange(true)) return;
+        const pid_t pid = fork();
+        if (pid != 0) {
+            child = pid;
+            return;
+        }
+        close(report[0]);
+        delete locals[1 - index];  // its value is queued behind this one: it is taken over here
+        delete locals[index];      // its value is this one, being destroyed on this thread
+        unsigned char code = 0;
+        Local<int> fresh;
+        if (fresh.get() != nullptr) code = 60;
+        if (code == 0 && (fresh.value() = 5, fresh.count() != 1)) code = 61;
+        if (write(report[1], &code, 1) != 1) _exit(251);
+        execl("/bin/true", "true", static_cast<char*>(nullptr));
+        _exit(250);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("Fork.ThreadExit.fork_from_a_value_destructor_leaves_the_child_consistent" * doctest::timeout(30)) {
+    REQUIRE(pipe(ForksInDestructor::report) == 0);
+    ForksInDestructor::locals[0] = new Local<ForksInDestructor>();
+    ForksInDestructor::locals[1] = new Local<ForksInDestructor>();
+    std::thread([] {
+        ForksInDestructor::locals[0]->value().index = 0;
+        ForksInDestructor::locals[1]->value().index = 1;
+    }).join();  // its exit forks from inside the first value destructor
+    close(ForksInDestructor::report[1]);
+    REQUIRE(ForksInDestructor::child > 0);
+    const int status = wait_for_child(ForksInDestructor::child);
+    unsigned char code = 255;
+    const bool reported = read(ForksInDestructor::report[0], &code, 1) == 1;
+    close(ForksInDestructor::report[0]);
+    CHECK(status == 0);  // -1: the child hung (a Local's destructor waited forever)
+    CHECK(reported);
+    CHECK(static_cast<int>(code) == 0);
+    // The parent finished the exit normally and both Locals are still its own to destroy.
+    CHECK(ForksInDestructor::locals[0]->count() == 0);
+    delete ForksInDestructor::locals[0];
+    delete ForksInDestructor::locals[1];
+}

@@ -6,6 +6,7 @@
 
 #include "support/sync.hpp"
 #include "support/threads.hpp"
+#include "support/watchdog.hpp"
 
 #include <algorithm>
 #include <array>
@@ -34,38 +35,9 @@ using test_support::Barrier;
 using test_support::Gate;
 using test_support::Latch;
 
-/// Ends the process with a message if not destroyed within `seconds`: turns a deadlock into a failure
-/// that names the test, where doctest::timeout alone would wait forever.
-class Watchdog {
-public:
-    explicit Watchdog(const char* what, int seconds = 30)
-        : thread_([this, what, seconds] {
-              std::unique_lock<std::mutex> lock(mutex_);
-              if (!cv_.wait_for(lock, std::chrono::seconds(seconds), [&] { return done_; })) {
-                  std::fprintf(stderr, "FATAL: %s did not finish within %d s (deadlock?)\n", what, seconds);
-                  std::_Exit(3);
-              }
-          }) {}
-    ~Watchdog() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            done_ = true;
-        }
-        cv_.notify_all();
-        thread_.join();
-    }
-    Watchdog(const Watchdog&) = delete;
-    Watchdog& operator=(const Watchdog&) = delete;
-
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    bool done_ = false;
-    std::thread thread_;
-};
-
 using test_support::join_all;
 using test_support::thread_count;
+using test_support::Watchdog;
 
 // ---------------------------------------------------------------------------------------------------
 // Counting value type: every construction and destruction is counted, and each destruction records

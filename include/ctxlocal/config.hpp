@@ -32,6 +32,22 @@
 #endif
 #endif
 
+/// CTXLOCAL_TLS_MODEL: the TLS model of the one thread-local pointer on the read path. Default on ELF
+/// platforms with GCC or Clang: initial-exec, so that a `Local::get()` compiled into a shared library is a
+/// plain thread-local load like in the executable, not a call to `__tls_get_addr`. The price: a library
+/// loaded with dlopen() that is the first module of the process to include ctxlocal needs a little static
+/// TLS, which glibc reserves for that purpose; only a process that dlopen()s many libraries with large
+/// initial-exec TLS of their own can run out ("cannot allocate memory in static TLS block"). Such programs
+/// define CTXLOCAL_TLS_MODEL empty (the compiler's default model) in every module, or use ctxlocal from
+/// the executable first.
+#ifndef CTXLOCAL_TLS_MODEL
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
+#define CTXLOCAL_TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define CTXLOCAL_TLS_MODEL
+#endif
+#endif
+
 /// CTXLOCAL_MAX_EXIT_ROUNDS: how many times thread exit destroys the values that value destructors
 /// re-created during the exit before it stops allowing new values on the exiting thread.
 /// Default 8. After that round `Local::value()` and `emplace()` throw `ctxlocal::unbound_error`.

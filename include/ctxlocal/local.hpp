@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "config.hpp"
+#include "detail/marks.hpp"
 #include "detail/registry.hpp"
 #include "detail/type_name.hpp"
 #include "errors.hpp"
@@ -103,9 +104,9 @@ public:
     /// read-modify-write, never allocates. Thread-safe.
     T* get() noexcept {
         const std::uint32_t id = id_.load(std::memory_order_acquire);
-        const detail::ThreadTable* t = detail::current_table;
+        const detail::Table* t = detail::current_table;
         if (CTXLOCAL_LIKELY(id < t->capacity)) {
-            return static_cast<T*>(t->slots[id].load(std::memory_order_relaxed));
+            return static_cast<T*>(t->slots()[id].load(std::memory_order_relaxed));
         }
         return nullptr;
     }
@@ -172,7 +173,8 @@ private:
         detail::Registry::check_can_store();  // before init() runs: it may itself use this Local
         check_alive();                        // a destroyed Local's initialiser is gone
         // init() calling value() on this same Local (directly or through other Locals) would recurse
-        // forever: refuse it.
+        // forever: refuse it. The mark lives in the thread's record, so the record is made first.
+        detail::Registry::instance().ensure_record();
         if (detail::ScopedMark::contains(detail::MarkKind::initialising, this)) throw_reentrant_init();
         const detail::ScopedMark initialising(detail::MarkKind::initialising, this);
         // new T(init()) rather than make_unique: guaranteed elision, so T need not be movable.
