@@ -1,6 +1,7 @@
-// Minimal HTTP/1.1 for the example servers: one request parser, one response writer and two connection
-// loops (blocking, for the thread- and process-per-connection servers; non-blocking, for the pool's event
-// loop). Deliberately small; robust rather than complete:
+// Minimal HTTP/1.1 for the example servers: one request parser, one response writer, the step that answers
+// every request buffered on a connection (the pool's event loop calls it) and one connection loop (the
+// thread- and process-per-connection servers, and httplib_server, which hands each request it frames to
+// cpp-httplib). Deliberately small; robust rather than complete:
 //   - request line `METHOD SP /target SP HTTP/1.0|1.1`, anything else -> 400 and close;
 //   - request head (request line + headers) larger than 8 KiB -> 431 and close;
 //   - a body only with Content-Length (at most 64 KiB, else 413); Transfer-Encoding -> 501 and close;
@@ -250,32 +251,56 @@ inline bool write_all(int fd, std::string_view data) {
     return true;
 }
 
+/// The answer to a request that failed to parse (`parsed` is neither Parse::ok nor Parse::incomplete):
+/// 431, 413, 501 or 400, with the reason as its body.
+inline HttpResponse error_response(Parse parsed) {
+    HttpResponse error;
+    error.status = parsed == Parse::head_too_large    ? 431
+                   : parsed == Parse::body_too_large  ? 413
+                   : parsed == Parse::not_implemented ? 501
+                                                      : 400;
+    error.body = std::string(reason_phrase(error.status)) + "\n";
+    error.close = true;
+    return error;
+}
+
 /// What to do with a connection after its buffered requests were answered.
 enum class Next { read_more, close };
 
-/// Answers every complete request at the front of `buffer` with `handler(HttpRequest&&) -> HttpResponse`,
-/// removing them from it. Returns Next::close when the connection must be closed (error answered, peer
-/// asked for close, write failed, or `stopping` is set), otherwise Next::read_more.
-template <class Handler>
-Next answer_buffered(int fd, std::string& buffer, Handler& handler, const std::atomic<bool>& stopping) {
+/// Answers every complete request at the front of `buffer`, removing them from it. A request that fails
+/// to parse is answered here with error_response() and closes the connection. Each parsed one goes to
+/// `respond(std::string_view raw, HttpRequest&& request) -> bool`, where `raw` is its bytes as received
+/// (head and body); `respond` writes the answer to `fd` itself and returns whether the connection stays
+/// open. Returns Next::close when it must be closed, otherwise Next::read_more.
+template <class Respond>
+Next respond_buffered(int fd, std::string& buffer, Respond& respond) {
     std::size_t offset = 0;
     Next next = Next::read_more;
     while (next == Next::read_more) {
         HttpRequest request;
         std::size_t consumed = 0;
-        const Parse parsed = parse_request(std::string_view(buffer).substr(offset), request, consumed);
+        const std::string_view rest = std::string_view(buffer).substr(offset);
+        const Parse parsed = parse_request(rest, request, consumed);
         if (parsed == Parse::incomplete) break;
         if (parsed != Parse::ok) {
-            HttpResponse error;
-            error.status = parsed == Parse::head_too_large    ? 431
-                           : parsed == Parse::body_too_large  ? 413
-                           : parsed == Parse::not_implemented ? 501
-                                                              : 400;
-            error.body = std::string(reason_phrase(error.status)) + "\n";
-            write_all(fd, serialize(error, false));
+            write_all(fd, serialize(error_response(parsed), false));
             return Next::close;
         }
+        if (!respond(rest.substr(0, consumed), std::move(request))) next = Next::close;
         offset += consumed;
+    }
+    buffer.erase(0, offset);
+    return next;
+}
+
+namespace detail {
+
+/// The `respond` of respond_buffered() for `handler(HttpRequest&&) -> HttpResponse` (an exception becomes
+/// a 500 that closes): keeps the connection open unless the request or the response asks for close, the
+/// write fails, or `stopping` is set.
+template <class Handler>
+auto responder(int fd, Handler& handler, const std::atomic<bool>& stopping) {
+    return [fd, &handler, &stopping](std::string_view, HttpRequest&& request) {
         const bool keep_alive = request.keep_alive;
         HttpResponse response;
         try {
@@ -284,17 +309,28 @@ Next answer_buffered(int fd, std::string& buffer, Handler& handler, const std::a
             response = HttpResponse{500, "Internal Server Error\n", true};
         }
         const bool keep = keep_alive && !response.close && !stopping.load(std::memory_order_relaxed);
-        if (!write_all(fd, serialize(response, keep)) || !keep) next = Next::close;
-    }
-    buffer.erase(0, offset);
-    return next;
+        return write_all(fd, serialize(response, keep)) && keep;
+    };
 }
 
-/// Serves one connection on a blocking socket until the peer closes it, an error, an idle timeout, or
-/// `stopping` (checked at least every 100 ms while waiting; a request being answered is finished first).
-/// Does not close `fd`. Never throws.
+}  // namespace detail
+
+/// Answers every complete request at the front of `buffer` with `handler(HttpRequest&&) -> HttpResponse`,
+/// removing them from it. Returns Next::close when the connection must be closed (error answered, peer
+/// asked for close, write failed, or `stopping` is set), otherwise Next::read_more.
 template <class Handler>
-void serve_connection(int fd, Handler&& handler, const std::atomic<bool>& stopping) noexcept {
+Next answer_buffered(int fd, std::string& buffer, Handler& handler, const std::atomic<bool>& stopping) {
+    auto respond = detail::responder(fd, handler, stopping);
+    return respond_buffered(fd, buffer, respond);
+}
+
+/// Serves one connection (a blocking or non-blocking socket) until the peer closes it, an error, an idle
+/// timeout (idle_timeout_ms without receiving anything), or `stopping`
+/// (checked at least every 100 ms while waiting; a request being answered is finished first). Every
+/// request is answered as by respond_buffered(fd, buffer, respond). Does not close `fd`. Never throws
+/// (an exception from `respond`, e.g. out of memory, drops the connection).
+template <class Respond>
+void serve_requests(int fd, Respond&& respond, const std::atomic<bool>& stopping) noexcept {
     try {
         std::string buffer;
         char chunk[16 * 1024];
@@ -311,15 +347,21 @@ void serve_connection(int fd, Handler&& handler, const std::atomic<bool>& stoppi
                 continue;
             }
             const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
-            if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
             if (n <= 0) return;  // peer closed or reset: close quietly
             buffer.append(chunk, static_cast<std::size_t>(n));
-            if (answer_buffered(fd, buffer, handler, stopping) == Next::close) return;
+            if (respond_buffered(fd, buffer, respond) == Next::close) return;
             idle_since = std::chrono::steady_clock::now();
         }
     } catch (...) {
         // Out of memory while buffering: drop the connection, keep the server.
     }
+}
+
+/// serve_requests() answering with `handler(HttpRequest&&) -> HttpResponse`, as answer_buffered() does.
+template <class Handler>
+void serve_connection(int fd, Handler&& handler, const std::atomic<bool>& stopping) noexcept {
+    serve_requests(fd, detail::responder(fd, handler, stopping), stopping);
 }
 
 }  // namespace servers

@@ -11,6 +11,9 @@ worker or child that outlived the master would still be there). Every step is bo
   e2e.py robust  SERVER [server args]     malformed/oversized/truncated requests: 400/431 or close, no crash
   e2e.py restart SERVER [server args] -- CLIENT [client args]
                                           SIGKILL a worker: the master replaces it and keeps serving
+  e2e.py shutdown_idle SERVER [server args]
+                                          with idle keep-alive connections open (after a request, silent,
+                                          half a request), SIGTERM must end the server within 2 s
 
 Exit status 0 on success, 1 on failure (the reason is printed).
 """
@@ -26,6 +29,7 @@ import time
 
 START_TIMEOUT = 20.0  # seconds for the first line
 SHUTDOWN_TIMEOUT = 20.0  # seconds from SIGTERM to exit (servers give workers 10 s)
+IDLE_SHUTDOWN_TIMEOUT = 2.0  # seconds from SIGTERM to exit with only idle connections open (shutdown_idle)
 CLIENT_TIMEOUT = 100.0
 IO_TIMEOUT = 10.0
 
@@ -46,6 +50,7 @@ class Server:
         log("starting " + " ".join(argv))
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True)
         self.pgid = self.process.pid
+        self.stopped = False
         self.port = self._read_port()
         log(f"server pid {self.process.pid} listening on port {self.port}")
 
@@ -71,16 +76,18 @@ class Server:
     def alive(self):
         return self.process.poll() is None
 
-    def stop(self):
-        """SIGTERM to the server alone; it must exit 0 in time and leave nothing in its process group."""
+    def stop(self, timeout=SHUTDOWN_TIMEOUT):
+        """SIGTERM to the server alone; it must exit 0 within `timeout` seconds and leave nothing in its
+        process group."""
         if not self.alive():
             raise Failure(f"server died during the test (status {self.process.returncode})")
+        self.stopped = True
         start = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         try:
-            status = self.process.wait(SHUTDOWN_TIMEOUT)
+            status = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise Failure(f"server did not exit within {SHUTDOWN_TIMEOUT}s of SIGTERM")
+            raise Failure(f"server did not exit within {timeout}s of SIGTERM")
         log(f"server exited with status {status} {time.monotonic() - start:.2f}s after SIGTERM")
         left = group_members(self.pgid)
         if left:
@@ -353,7 +360,35 @@ def mode_restart(server, client_argv):
     run_client(client_argv, server.port)
 
 
-MODES = {"load": mode_load, "leak": mode_leak, "robust": mode_robust, "restart": mode_restart}
+def mode_shutdown_idle(server, _):
+    # Connections that hold no request the server could answer: three that never send anything, one
+    # stopped half-way through the request line, one half-way through the headers, then four that complete
+    # a request and stay open (keep-alive). Those four are answered last, so every earlier connection has
+    # been accepted by then (one FIFO backlog); the pause lets the server read the partial requests.
+    idle = [Connection(server.port) for _ in range(3)]
+    for partial in (b"GET /whoami?id=1 HT", b"GET /whoami?id=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n"):
+        conn = Connection(server.port)
+        conn.send(partial)
+        idle.append(conn)
+    for i in range(4):
+        conn = Connection(server.port)
+        f = whoami(conn, f"/whoami?id={100 + i}")
+        expect(f["id"] == f["g"] == str(100 + i), f"request {100 + i} answered wrongly: {f}")
+        idle.append(conn)
+    time.sleep(0.3)
+    log(f"{len(idle)} idle connections open; SIGTERM, exit required within {IDLE_SHUTDOWN_TIMEOUT}s")
+    server.stop(IDLE_SHUTDOWN_TIMEOUT)
+    for conn in idle:
+        conn.close()
+
+
+MODES = {
+    "load": mode_load,
+    "leak": mode_leak,
+    "robust": mode_robust,
+    "restart": mode_restart,
+    "shutdown_idle": mode_shutdown_idle,
+}
 
 
 def main(argv):
@@ -372,7 +407,8 @@ def main(argv):
     try:
         server = Server(server_argv)
         MODES[mode](server, client_argv)
-        server.stop()
+        if not server.stopped:
+            server.stop()
     except (Failure, OSError) as error:
         log(f"FAILED: {error}")
         if server is not None:
