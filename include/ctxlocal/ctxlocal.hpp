@@ -11,4 +11,5 @@
 #include "manager.hpp"
 #include "namespace.hpp"
 #include "proxy.hpp"
+#include "storage.hpp"
 #include "version.hpp"

@@ -1,22 +1,24 @@
 // The per-thread state record: everything ctxlocal keeps per thread hangs off one thread-local pointer,
-// `current_table`, so that swapping that pointer swaps all of it. Nothing here is part of the public API.
+// `current_table`, so that swapping that pointer swaps all of it. A Storage (storage.hpp) is a record that
+// belongs to a task instead of a thread: entering it points `current_table` at its table. Nothing here is
+// part of the public API.
 //
 // - A Table is one record's values: a small header followed, in the same allocation, by `capacity` slots
 //   indexed by Local id. Reading a value is: load `current_table`, compare the id with the capacity, load
 //   the slot (no second dependent load for a separate slot array).
-// - A Record is the stable part: the registry's list links, the re-entry marks, the buffer that thread
-//   exit uses to destroy the values without allocating, and the current Table (a Table is reallocated when
-//   it grows; its Record is not). The contexts' stacks are an ordinary value in the table, so they are
+// - A Record is the stable part: the registry's list links, the re-entry marks, and the current Table (a
+// Table is reallocated when it
+//   grows; its Record is not). The contexts' stacks are an ordinary value in the table, so they are
 //   swapped with it.
-// - What truly belongs to the OS thread, not to the values it runs on (how often it holds the registry
-//   lock, its own record for the thread-exit hook), is in plain thread_locals in registry.hpp.
+// - `thread_table` is the OS thread's own table, whatever it runs on: ThreadLocal reads it, and leaving a
+//   Storage returns to it. What truly belongs to the OS thread, not to the values it runs on (how often it
+//   holds the registry lock, its own record, the Storages it has entered), is in thread_locals elsewhere.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
-#include <vector>
 
 #include "../config.hpp"
 
@@ -50,14 +52,10 @@ struct Mark {
     const Mark* outer;
 };
 
-/// A value taken out of a slot by a teardown, waiting to be destroyed.
-struct Doomed {
-    void* value;  // null once it is being destroyed, or once release_id took it over
-    Deleter deleter;
-    std::uint32_t id;
-};
-
 struct Record;
+
+/// Whose values a record holds.
+enum class RecordKind : std::uint8_t { thread, storage };
 
 /// A record's values: this header, then `capacity` slots in the same allocation. Slot 0 is never used, so
 /// the id 0 ("no slot yet") always reads as empty; the shared tables have capacity 0.
@@ -83,14 +81,47 @@ struct Table {
 };
 static_assert(sizeof(Table) % alignof(std::atomic<void*>) == 0, "slots follow the header, aligned");
 
-/// The stable per-thread state record. Only the registry (under its lock) links, grows and frees it.
+/// The stable state record of a thread or a Storage. Only the registry (under its lock) links, grows and
+/// frees it.
 struct Record {
-    Table* table = nullptr;
-    Record* prev = nullptr;  // the registry's list of live records
+    explicit Record(RecordKind k) noexcept : kind(k) {}
+    Record(const Record&) = delete;
+    Record& operator=(const Record&) = delete;
+
+    Table none{0, TableState::open, this};  // the table of a Storage that has stored nothing yet
+    Table* table = &none;
+    Record* prev = nullptr;  // the registry's list of live records, once linked
     Record* next = nullptr;
+    bool linked = false;
+    const RecordKind kind;
     const Mark* marks[mark_kinds] = {nullptr, nullptr};
-    // Room for one Doomed per slot, reserved whenever the table grows, so that thread exit never allocates.
-    std::vector<Doomed> doomed;
+    // A Storage's references and entry (storage_entry.hpp): bits 32-63 count the handles and the entries
+    // holding it, bits 0-31 are the index of the thread that has it entered (0: none).
+    std::atomic<std::uint64_t> storage_state{0};
+    std::uint32_t depth = 0;  // how many times the entering thread has it entered; only that thread uses it
+};
+
+// Record::storage_state: references in bits 32-63, the index of the entering thread in bits 0-31.
+inline constexpr std::uint64_t storage_one_ref = std::uint64_t{1} << 32;
+inline constexpr std::uint64_t storage_thread_mask = 0xFFFFFFFFu;
+inline constexpr std::uint64_t storage_releasing = 0xFFFFFFFFu;  // thread bits while its values are destroyed
+
+/// One Storage entered on a thread (storage_entry.hpp).
+struct Entry {
+    Record* record;
+    Record* prev;  // the Storage entered before it, or null for the thread's own values
+    std::uint32_t serial;
+};
+
+/// A thread's own record, with the Storages the thread has entered, innermost last. The stack is the
+/// thread's, not its values': it describes the thread's call stack.
+struct ThreadRecord : Record {
+    explicit ThreadRecord(std::uint32_t i) noexcept : Record(RecordKind::thread), index(i) {}
+    static constexpr std::uint32_t max_entries = 64;
+    const std::uint32_t index;  // identifies the thread in a Storage's storage_state (never 0)
+    std::uint32_t entries_size = 0;
+    std::uint32_t next_serial = 0;
+    Entry entries[max_entries];
 };
 
 /// The table of a thread that has stored nothing yet. Capacity 0; never written.
@@ -101,6 +132,22 @@ CTXLOCAL_EXPORT inline Table finished_table{0, TableState::finished, nullptr};
 /// The table the calling thread runs on. Constant-initialised, so reading it is one thread-local load
 /// (initial-exec TLS where available, also inside shared libraries: see CTXLOCAL_TLS_MODEL).
 CTXLOCAL_EXPORT inline thread_local Table* current_table CTXLOCAL_TLS_MODEL = &empty_table;
+
+/// The calling thread's own table: what it runs on outside every Storage, and what ThreadLocal reads.
+CTXLOCAL_EXPORT inline thread_local Table* thread_table CTXLOCAL_TLS_MODEL = &empty_table;
+
+/// Which table an access goes to: the one the thread runs on (a Local: it follows a Storage), or the
+/// thread's own (a ThreadLocal).
+enum class Where : std::uint8_t { task, thread };
+
+template <Where W>
+inline Table*& table_of() noexcept {
+    if constexpr (W == Where::task) {
+        return current_table;
+    } else {
+        return thread_table;
+    }
+}
 
 /// The record the calling thread runs on, or null when it has stored nothing yet (or is past its exit).
 inline Record* current_record() noexcept { return current_table->record; }

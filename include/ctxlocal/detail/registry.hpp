@@ -39,8 +39,11 @@ namespace detail {
 
 /// How many times the calling thread holds the registry lock (the lock is re-entrant per thread).
 CTXLOCAL_EXPORT inline thread_local unsigned lock_depth = 0;
-/// The calling thread's own record (null until it stores a value, and again after its exit teardown).
-CTXLOCAL_EXPORT inline thread_local Record* thread_record = nullptr;
+/// The calling thread's own record (null until it stores a value or enters a Storage, and again after its
+/// exit teardown).
+CTXLOCAL_EXPORT inline thread_local ThreadRecord* thread_record CTXLOCAL_TLS_MODEL = nullptr;
+/// The index the next thread record gets (ThreadRecord::index).
+CTXLOCAL_EXPORT inline std::atomic<std::uint32_t> last_thread_index{0};
 /// Its address identifies the calling thread (the same in every shared library).
 CTXLOCAL_EXPORT inline thread_local char thread_tag = 0;
 
@@ -48,9 +51,9 @@ CTXLOCAL_EXPORT inline thread_local char thread_tag = 0;
 /// destroys only the calling thread's value, since other threads may still be running and using theirs.
 CTXLOCAL_EXPORT inline std::atomic<bool> process_exiting{false};
 
-/// A record's values being destroyed (thread exit), on the thread `thread`. Lives on that thread's stack
-/// and is linked into the registry while it runs, so that a Local destroyed meanwhile can take over the
-/// values not yet destroyed and wait only for the one whose destructor is running.
+/// A record's values being destroyed (thread exit, a released Storage), on the thread `thread`. Lives on
+/// that thread's stack and is linked into the registry while it runs, so that a Local destroyed meanwhile
+/// knows which of its values have a destructor running, and where.
 struct Teardown {
     Record* record;
     const void* thread;
@@ -103,35 +106,50 @@ public:
     /// exit; std::bad_alloc or ctxlocal::error (nothing made) when it cannot be made.
     Record& ensure_record() {
         if (Record* r = current_record()) return *r;
-        Lock lock(*this);
-        return *attach_thread(1)->record;
+        return ensure_thread_record();
     }
 
-    /// Throws unbound_error when the calling thread may not store new values (it is past its exit, or its
-    /// exit teardown has run for CTXLOCAL_MAX_EXIT_ROUNDS rounds). Called before a value is made, so that a
-    /// destructor that keeps re-creating values at thread exit stops instead of recursing.
+    /// The calling thread's own record, made on first use. Throws as ensure_record().
+    ThreadRecord& ensure_thread_record() {
+        if (ThreadRecord* r = thread_record) return *r;
+        Lock lock(*this);
+        attach_thread(1);
+        return *thread_record;
+    }
+
+    /// Destroys the values of a Storage whose last reference was just dropped, with it entered on the
+    /// calling thread, then frees it, unless a value destructor took a new handle to it (then the last
+    /// of those releases it again). Never allocates.
+    void release_storage(Record& r) noexcept;
+
+    /// Throws unbound_error when the calling thread may not store new values in the table W (it is past its
+    /// exit, or the table's teardown has run for CTXLOCAL_MAX_EXIT_ROUNDS rounds). Called before a value is
+    /// made, so that a destructor that keeps re-creating values in a teardown stops instead of recursing.
+    template <Where W>
     static void check_can_store() {
-        const Table* t = current_table;
+        const Table* t = table_of<W>();
         if (CTXLOCAL_LIKELY(t->state == TableState::open)) return;
         throw unbound_error(t->state == TableState::finished ? finished_message : closed_message);
     }
 
-    /// Stores `value` as the calling thread's value for `id` and returns the value it displaced (null if
-    /// none). Throws unbound_error, storing nothing, when the calling thread is past its exit.
+    /// Stores `value` as the value for `id` in the table W and returns the value it displaced (null if
+    /// none). Throws unbound_error, storing nothing, when the table refuses new values.
+    template <Where W>
     void* exchange(std::uint32_t id, void* value) {
-        Table* t = current_table;
+        Table* t = table_of<W>();
         if (CTXLOCAL_LIKELY(id < t->capacity && t->state == TableState::open)) {  // no lock: see above
             void* old = t->slots()[id].exchange(value, std::memory_order_seq_cst);
             if (old != nullptr) wait_for_visitors();
             return old;
         }
-        return exchange_slow(id, value);
+        return exchange_slow<W>(id, value);
     }
 
-    /// Removes the calling thread's value for `id` and returns it (null if none). Takes no lock unless a
+    /// Removes the value for `id` from the table W and returns it (null if none). Takes no lock unless a
     /// for_each visit may be reading the value.
+    template <Where W>
     void* take(std::uint32_t id) noexcept {
-        Table* t = current_table;
+        Table* t = table_of<W>();
         if (id >= t->capacity) return nullptr;
         // Only this thread stores into its own slots: an empty slot stays empty.
         if (t->slots()[id].load(std::memory_order_acquire) == nullptr) return nullptr;
@@ -219,13 +237,15 @@ private:
         Registry& r_;
     };
 
-    /// The locked path of exchange(): the thread's first value (it has no record yet), a table too small
-    /// for `id`, or a thread whose exit refuses new values.
+    /// The locked path of exchange(): the thread's first value (it has no record yet), a Storage's first
+    /// value (its record is not linked yet), a table too small for `id`, or a table that refuses values.
+    template <Where W>
     CTXLOCAL_NOINLINE void* exchange_slow(std::uint32_t id, void* value) {
         Lock lock(*this);
-        Table* t = current_table;
+        Table* t = table_of<W>();
         if (t->record == nullptr) t = attach_thread(id);
-        if (t->state == TableState::closed) throw unbound_error(closed_message);
+        if (t->state != TableState::open) throw unbound_error(closed_message);
+        if (!t->record->linked) link(t->record);
         if (id >= t->capacity) t = grow(*t->record, id);
         // Under the lock: no visit is running, so the old value may be destroyed once it is returned.
         return t->slots()[id].exchange(value, std::memory_order_seq_cst);
@@ -271,9 +291,12 @@ private:
     /// Throws (making nothing) when the thread is past its exit or when memory or the exit hook fail.
     Table* attach_thread(std::uint32_t id) {
         if (current_table->state == TableState::finished) throw unbound_error(finished_message);
-        auto record = std::make_unique<Record>();
+        std::uint32_t index;  // never 0 (no thread) or storage_releasing, also after it wraps
+        do {
+            index = last_thread_index.fetch_add(1, std::memory_order_relaxed) + 1;
+        } while (index == 0 || index == storage_releasing);
+        auto record = std::make_unique<ThreadRecord>(index);
         const std::uint32_t capacity = capacity_for(id, 8);
-        record->doomed.reserve(capacity);
         Table* t = Table::make(capacity, record.get());
         if (!platform::set_thread_exit_value(key_, record.get())) {
             Table::free(t);
@@ -284,18 +307,21 @@ private:
         record->table = t;
         link(record.get());
         thread_record = record.release();
-        current_table = t;
+        if (current_table == thread_table) current_table = t;  // not inside a Storage
+        thread_table = t;
         if (platform::is_main_thread()) arm_exit_sentinel();
         return t;
     }
 
     void link(Record* r) noexcept {
+        r->linked = true;
         r->prev = nullptr;
         r->next = head_;
         if (head_ != nullptr) head_->prev = r;
         head_ = r;
     }
     void unlink(Record* r) noexcept {
+        r->linked = false;
         if (r->prev != nullptr)
             r->prev->next = r->next;
         else
@@ -303,13 +329,13 @@ private:
         if (r->next != nullptr) r->next->prev = r->prev;
     }
 
-    /// Grows the table of `r`, which the calling thread runs on, so that `id` fits; returns the new table.
+    /// Grows the table of `r`, which the calling thread runs on (or owns), so that `id` fits; returns the new
+    /// table.
     /// Only the thread running on a table grows it, and only under the lock, so readers on other threads
     /// (also under the lock) never see a torn table. If it throws, nothing changed.
     static Table* grow(Record& r, std::uint32_t id) {
         Table* old = r.table;
         const std::uint32_t capacity = capacity_for(id, old->capacity);
-        r.doomed.reserve(capacity);
         Table* fresh = Table::make(capacity, &r);
         for (std::uint32_t i = 0; i < old->capacity; ++i) {
             fresh->slots()[i].store(old->slots()[i].load(std::memory_order_relaxed),
@@ -317,8 +343,9 @@ private:
         }
         fresh->state = old->state;
         r.table = fresh;
-        current_table = fresh;
-        Table::free(old);
+        if (current_table == old) current_table = fresh;
+        if (thread_table == old) thread_table = fresh;
+        if (old != &r.none) Table::free(old);
         return fresh;
     }
 
@@ -351,7 +378,7 @@ private:
     Teardown* teardowns_ = nullptr;        // teardowns running now, on any thread
     Waiter* waiters_ = nullptr;            // threads waiting in release_id
     std::vector<Deleter> deleters_;        // by id; null for a free or retired id
-    std::vector<unsigned> pending_;        // by id; values taken by teardowns and not destroyed yet
+    std::vector<unsigned> pending_;        // by id; values whose destructor a teardown runs right now
     std::vector<std::uint32_t> free_ids_;  // capacity >= deleters_.size(): pushing never allocates
     unsigned fork_generation_ = 0;
     std::atomic<unsigned> visitors_{0};  // for_each visits running now (each holds the lock)

@@ -1,18 +1,19 @@
-// Private machinery behind Local: destroying values. A thread's values at its exit (round after round
-// while their destructors make new ones), every record's value of a Local that is destroyed (also while
-// exiting threads destroy theirs), and the registry's bookkeeping in a child after fork().
+// Private machinery behind Local: destroying values. A thread's values at its exit and a released
+// Storage's values (round after round while their destructors make new ones), every record's value of a
+// Local that is destroyed (also while teardowns run), and the registry's bookkeeping in a child after
+// fork().
 //
 // The rules that keep this free of hangs:
-// - A teardown takes a record's values out of their slots in one step under the lock (they become
-//   "pending" for their id), then destroys them one at a time, claiming each under the lock.
-// - A Local destroyed meanwhile (release_id) takes over the pending values of its id that no teardown has
-//   started yet, on any thread, and destroys them itself. It waits only for values whose destructor is
-//   running right now on another thread, and not even for those when waiting would close a cycle (two
-//   exiting threads whose value destructors destroy each other's Local): then the id is retired, and the
-//   thread that finishes the last of those values frees it.
+// - A teardown takes one value at a time out of its slot, under the lock, and destroys it outside the
+//   lock; the values not reached yet stay in their slots, visible to the destructors that run first.
+//   While a destructor runs, its value is "pending" for its id.
+// - A Local destroyed meanwhile (release_id) takes every value of its id still in a slot and destroys it
+//   itself. It waits only for values whose destructor is running right now on another thread, and not
+//   even for those when waiting would close a cycle (two exiting threads whose value destructors destroy
+//   each other's Local): then the id is retired, and the thread that finishes the last of those values
+//   frees it.
 // - Inside for_each (the lock is held further up the caller's stack) release_id never waits.
-// - Nothing here allocates: a record's buffer for its doomed values grows with its table, and the list of
-//   free ids has room for every id.
+// - Nothing here allocates: the list of free ids has room for every id, and the rest is on the stack.
 #pragma once
 
 #include <condition_variable>
@@ -27,11 +28,22 @@ namespace ctxlocal {
 inline namespace CTXLOCAL_ABI_NAMESPACE {
 namespace detail {
 
+/// Leaves every Storage the thread still has entered (see storage_entry.hpp).
+void leave_all_entries(ThreadRecord& thread) noexcept;
+
+/// The table to return to when leaving a Storage entered over `prev` (null or a thread record: the
+/// thread's own values, whatever table they are in now; a Storage's record: its table now).
+inline Table* table_to_restore(const Record* prev) noexcept {
+    return prev != nullptr && prev->kind == RecordKind::storage ? prev->table : thread_table;
+}
+
 /// The platform's thread-exit hook: destroys the exiting thread's values on that thread, then frees its
-/// record. The thread runs on its own values for this, whatever it ran on last.
+/// record. A Storage still entered (a Scope that was never destroyed) is left first; the thread runs on
+/// its own values for the teardown.
 inline void Registry::on_thread_exit(void* arg) noexcept {
-    auto* record = static_cast<Record*>(arg);
+    auto* record = static_cast<ThreadRecord*>(arg);
     Registry& r = instance();
+    leave_all_entries(*record);
     current_table = record->table;
     r.destroy_values(*record);
     Table* table;
@@ -40,10 +52,31 @@ inline void Registry::on_thread_exit(void* arg) noexcept {
         r.unlink(record);
         table = record->table;
         current_table = &finished_table;
+        thread_table = &finished_table;
         thread_record = nullptr;
     }
-    Table::free(table);
+    if (table != &record->none) Table::free(table);
     delete record;
+}
+
+inline void Registry::release_storage(Record& r) noexcept {
+    // Held by this release alone; `releasing` in the thread bits refuses entry on any thread meanwhile.
+    r.storage_state.store(storage_one_ref | storage_releasing, std::memory_order_relaxed);
+    const Record* prev = current_table->record;
+    current_table = r.table;
+    destroy_values(r);
+    current_table = table_to_restore(prev);
+    const std::uint64_t before =
+        r.storage_state.fetch_sub(storage_one_ref | storage_releasing, std::memory_order_acq_rel);
+    if ((before >> 32) != 1) return;  // a value destructor took a new handle: its release frees it
+    Table* table;
+    {
+        Lock lock(*this);
+        if (r.linked) unlink(&r);
+        table = r.table;
+    }
+    if (table != &r.none) Table::free(table);
+    delete &r;
 }
 
 /// Destroys the values of `record`, which the calling thread runs on, again and again while their
@@ -56,40 +89,35 @@ inline void Registry::destroy_values(Record& record) noexcept {
         teardowns_ = &self;
     }
     for (unsigned round = 1;; ++round) {
-        std::size_t queued = 0;
-        {
+        bool found = false;
+        if (round >= CTXLOCAL_MAX_EXIT_ROUNDS) {
             Lock lock(*this);
-            Table& t = *record.table;  // destructors of the last round may have grown it
-            if (round >= CTXLOCAL_MAX_EXIT_ROUNDS) t.state = TableState::closed;
-            record.doomed.clear();
-            for (std::uint32_t id = 1; id < t.capacity; ++id) {
-                if (void* p = t.slots()[id].exchange(nullptr, std::memory_order_acq_rel)) {
-                    record.doomed.push_back({p, deleters_[id], id});  // reserved with the table
-                    ++pending_[id];
-                }
-            }
-            queued = record.doomed.size();
+            record.table->state = TableState::closed;
         }
-        if (queued == 0) break;
-        // One at a time, finishing each before the next: a later destructor may destroy the Local of an
-        // earlier value, and must find that value finished or not started (then it takes it over).
-        for (std::size_t i = 0; i < queued; ++i) {
-            Doomed d{};
+        // One at a time, in id order, each finished before the next is taken; a destructor may create
+        // values (destroyed in the next round) and may grow the table, so it is looked up every time.
+        for (std::uint32_t id = 1;; ++id) {
+            void* value;
+            Deleter deleter;
             {
                 Lock lock(*this);
-                d = record.doomed[i];
-                if (d.value == nullptr) continue;  // taken over by release_id
-                record.doomed[i].value = nullptr;
-                self.destroying = d.id;
+                const Table& t = *record.table;
+                while (id < t.capacity && t.slots()[id].load(std::memory_order_relaxed) == nullptr) ++id;
+                if (id >= t.capacity) break;
+                value = t.slots()[id].exchange(nullptr, std::memory_order_acq_rel);
+                deleter = deleters_[id];
+                ++pending_[id];
+                self.destroying = id;
             }
-            d.deleter(d.value);
+            found = true;
+            deleter(value);
             Lock lock(*this);
             self.destroying = 0;
-            finish_pending(d.id);
+            finish_pending(id);
         }
+        if (!found) break;
     }
     Lock lock(*this);
-    record.doomed.clear();
     for (Teardown** p = &teardowns_; *p != nullptr; p = &(*p)->next) {
         if (*p == &self) {
             *p = self.next;
@@ -98,19 +126,9 @@ inline void Registry::destroy_values(Record& record) noexcept {
     }
 }
 
-/// Moves up to `max` values of `id` into `out`: first those that teardowns took out of their slots and
-/// have not started to destroy, then those still in a slot. Under the lock.
+/// Moves up to `max` values of `id` out of their slots into `out`. Under the lock.
 inline std::size_t Registry::collect(std::uint32_t id, void** out, std::size_t max) noexcept {
     std::size_t n = 0;
-    for (Teardown* td = teardowns_; td != nullptr && n < max; td = td->next) {
-        for (Doomed& d : td->record->doomed) {
-            if (n == max) break;
-            if (d.id != id || d.value == nullptr) continue;
-            out[n++] = d.value;
-            d.value = nullptr;
-            --pending_[id];
-        }
-    }
     for (Record* r = head_; r != nullptr && n < max; r = r->next) {
         const Table* t = r->table;
         if (id >= t->capacity) continue;
@@ -206,9 +224,18 @@ inline void Registry::after_fork_child() noexcept {
     Registry& r = instance();
     new (&r.cv_) std::condition_variable();  // waiters, if any, were other threads
     ++r.fork_generation_;
+    const std::uint64_t me = thread_record != nullptr ? thread_record->index : 0;
     for (Record* rec = r.head_; rec != nullptr;) {
         Record* next = rec->next;
-        if (rec != thread_record) {
+        if (rec->kind == RecordKind::storage) {
+            // A Storage entered by a thread the child lacks is not entered in the child (the references
+            // those threads' entries held are never dropped: the Storage stays, with its values).
+            const std::uint64_t state = rec->storage_state.load(std::memory_order_relaxed);
+            if ((state & storage_thread_mask) != me) {
+                rec->storage_state.store(state & ~storage_thread_mask, std::memory_order_relaxed);
+                rec->depth = 0;
+            }
+        } else if (rec != thread_record) {
             r.unlink(rec);
             rec->prev = nullptr;
             rec->next = r.orphans_;
@@ -224,16 +251,13 @@ inline void Registry::after_fork_child() noexcept {
         }
     }
     r.waiters_ = nullptr;
-    // Recount: a retired id (pending values, null deleter) is flagged, the counts rebuilt, and a retired id
-    // left with nothing pending is freed.
+    // Recount: a retired id (pending values, null deleter) is flagged, the counts rebuilt from the
+    // destructors running on this thread, and a retired id left with nothing pending is freed.
     constexpr unsigned retired = 1u << 31;
     for (std::uint32_t id = 1; id < r.pending_.size(); ++id) {
         r.pending_[id] = r.pending_[id] != 0 && r.deleters_[id] == nullptr ? retired : 0;
     }
     for (const Teardown* td = r.teardowns_; td != nullptr; td = td->next) {
-        for (const Doomed& d : td->record->doomed) {
-            if (d.value != nullptr) ++r.pending_[d.id];
-        }
         if (td->destroying != 0) ++r.pending_[td->destroying];
     }
     for (std::uint32_t id = 1; id < r.pending_.size(); ++id) {
@@ -247,3 +271,5 @@ inline void Registry::after_fork_child() noexcept {
 }  // namespace detail
 }  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal
+
+#include "storage_entry.hpp"
