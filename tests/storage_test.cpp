@@ -14,6 +14,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -423,7 +424,8 @@ TEST_CASE("Storage.Misuse.scope_destroyed_on_another_thread" * doctest::timeout(
 TEST_CASE("Storage.ThreadExit.a_thread_that_exits_inside_a_storage_leaves_it" * doctest::timeout(30)) {
     Storage task;
     std::thread([&] {
-        new Storage::Scope(task);  // never destroyed (leaked on purpose)
+        alignas(Storage::Scope) static unsigned char never_destroyed[sizeof(Storage::Scope)];
+        new (never_destroyed) Storage::Scope(task);  // a Scope the thread never leaves
         number.value() = 5;
     }).join();
     task.run([] { CHECK(*number.get() == 5); });  // left at that thread's exit: enterable here
