@@ -18,6 +18,7 @@ if(CMAKE_VERSION VERSION_GREATER_EQUAL 3.23)
         TARGETS ctxlocal
         EXPORT ctxlocalTargets
         FILE_SET HEADERS DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
+        FILE_SET optional_headers DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
         # Also as a plain include directory: consumers on CMake < 3.23 ignore the exported FILE_SET.
         INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
 else()

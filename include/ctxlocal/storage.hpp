@@ -14,6 +14,9 @@
 
 namespace ctxlocal {
 inline namespace CTXLOCAL_ABI_NAMESPACE {
+namespace detail {
+struct StorageAccess;
+}  // namespace detail
 
 /// The values of one task — a request served by coroutines, callbacks and thread-pool hops — carried with
 /// the task instead of left on the thread that happens to run it. Python's `contextvars.Context`, for
@@ -120,6 +123,7 @@ public:
     }
 
 private:
+    friend struct detail::StorageAccess;
     explicit Storage(detail::Record* r) noexcept : record_(r) {}
 
     [[noreturn]] CTXLOCAL_NOINLINE static void throw_null(const char* what) {
@@ -130,6 +134,13 @@ private:
 
     detail::Record* record_;
 };
+
+namespace detail {
+/// The record behind a Storage handle, for the task machinery.
+struct StorageAccess {
+    static Record* record(const Storage& s) noexcept { return s.record_; }
+};
+}  // namespace detail
 
 /// The callable that ctxlocal::wrap returns: calls the wrapped function inside the Storage it captured.
 template <class F>

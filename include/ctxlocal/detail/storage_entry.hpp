@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <thread>
 
 #include "../config.hpp"
 #include "../errors.hpp"
@@ -137,6 +138,41 @@ inline void leave(EntryId id) noexcept {
         while (me->entries_size > id.index + 1) pop_entry(*me);
     }
     pop_entry(*me);
+}
+
+/// A Storage the calling thread has entered, lent while the thread blocks (sync_wait): another thread may
+/// enter it meanwhile. The thread's entries stay on its stack; reclaim() takes the Storage back.
+struct Loan {
+    Record* record;
+    std::uint32_t depth;
+};
+
+inline Loan lend(Record& r) noexcept {
+    const Loan loan{&r, r.depth};
+    r.depth = 0;
+    r.storage_state.fetch_and(~storage_thread_mask, std::memory_order_release);
+    current_table = thread_table;
+    return loan;
+}
+
+/// Takes a lent Storage back, waiting while another thread still has it entered.
+inline void reclaim(const Loan& loan) noexcept {
+    Record& r = *loan.record;
+    const std::uint64_t mine = thread_record->index;
+    std::uint64_t state = r.storage_state.load(std::memory_order_relaxed);
+    for (;;) {
+        if ((state & storage_thread_mask) == 0 &&
+            r.storage_state.compare_exchange_weak(state, state | mine, std::memory_order_acquire,
+                                                  std::memory_order_relaxed)) {
+            break;
+        }
+        if ((state & storage_thread_mask) != 0) {
+            std::this_thread::yield();
+            state = r.storage_state.load(std::memory_order_relaxed);
+        }
+    }
+    r.depth = loan.depth;
+    current_table = r.table;
 }
 
 inline void leave_all_entries(ThreadRecord& thread) noexcept {
