@@ -1,5 +1,5 @@
 // Compile-fail: a ctxlocal::Local cannot be copied (its copy constructor is deleted).
-// expect: deleted (function|constructor of) .ctxlocal::(.*::)?Local<(T>::Local\(const |int>.)
+// expect: deleted (function|(copy )?constructor of) .ctxlocal::(.*::)?Local<(T>::Local\(const |int>.)
 #include <ctxlocal/local.hpp>
 
 bool has_value(ctxlocal::Local<int>& original) {
