@@ -32,7 +32,7 @@ source "$ROOT/scripts/lib.sh"
 PACKAGES=(
     g++ clang libclang-rt-14-dev clang-format
     cmake ninja-build meson pkg-config git python3 valgrind
-    doctest-dev libcpp-httplib-dev
+    doctest-dev libcpp-httplib-dev libasio-dev
 )
 
 ALL_LEGS=(format gcc clang tsan asan meson integration valgrind fuzz)

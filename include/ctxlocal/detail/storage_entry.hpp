@@ -74,9 +74,10 @@ inline void drop_reference(Record& r) noexcept {
         "of its own");
 }
 
-/// Enters `r` on the calling thread. Throws context_error, changing nothing, when another thread has it
-/// entered or the thread's entries are too deep; unbound_error when the thread is past its exit.
-inline EntryId enter(Record& r) {
+/// Enters `r` on the calling thread, into `id`. Returns false, changing nothing, when another thread has
+/// it entered (or it is being released); throws context_error, changing nothing, when the thread's entries
+/// are too deep, unbound_error when the thread is past its exit.
+inline bool try_enter(Record& r, EntryId& id) {
     ThreadRecord& me = Registry::instance().ensure_thread_record();
     if (CTXLOCAL_UNLIKELY(me.entries_size == ThreadRecord::max_entries)) {
         throw context_error(
@@ -89,7 +90,7 @@ inline EntryId enter(Record& r) {
         add_reference(r);  // nested: this thread has it entered, nobody else can change the thread bits
     } else {
         do {
-            if ((state & storage_thread_mask) != 0) throw_entered_elsewhere(state);
+            if ((state & storage_thread_mask) != 0) return false;
         } while (!r.storage_state.compare_exchange_weak(
             state, (state + storage_one_ref) | mine, std::memory_order_acquire, std::memory_order_relaxed));
     }
@@ -101,7 +102,17 @@ inline EntryId enter(Record& r) {
         current != nullptr && current->kind == RecordKind::storage ? const_cast<Record*>(current) : nullptr;
     e.serial = ++me.next_serial;
     current_table = r.table;
-    return EntryId{me.index, me.entries_size++, e.serial};
+    id = EntryId{me.index, me.entries_size++, e.serial};
+    return true;
+}
+
+/// Enters `r` on the calling thread. Throws context_error, changing nothing, when another thread has it
+/// entered or the thread's entries are too deep; unbound_error when the thread is past its exit.
+inline EntryId enter(Record& r) {
+    EntryId id{};
+    if (CTXLOCAL_UNLIKELY(!try_enter(r, id)))
+        throw_entered_elsewhere(r.storage_state.load(std::memory_order_relaxed));
+    return id;
 }
 
 /// Pops the innermost entry of `me`: the thread returns to what it ran on before, the entry's reference
