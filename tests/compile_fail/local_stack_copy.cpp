@@ -1,5 +1,5 @@
 // Compile-fail: a ctxlocal::LocalStack cannot be copied (its copy constructor is deleted).
-// expect: deleted (function|constructor of) .ctxlocal::(abi_v[0-9]+::)?LocalStack<(T>::LocalStack\(const |int>.)
+// expect: deleted [a-z ]+ .ctxlocal::(abi_v[0-9]+::)?LocalStack<(T>::LocalStack\(const |int>.)
 #include <cstddef>
 
 #include <ctxlocal/local_stack.hpp>
