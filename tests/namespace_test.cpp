@@ -618,6 +618,64 @@ TEST_CASE("Namespace.Lifetime.values_destroyed_on_erase_clear_pop_and_destructio
     CHECK(Counted::live == 0);
 }
 
+namespace ns_test {
+
+/// Counts its constructions and destructions (a moved-from one's too).
+struct Tally {
+    static inline int made = 0;
+    static inline int destroyed = 0;
+    int value;
+    explicit Tally(int v) : value(v) { ++made; }
+    Tally(const Tally& other) : value(other.value) { ++made; }
+    Tally(Tally&& other) noexcept : value(other.value) { ++made; }
+    ~Tally() { ++destroyed; }
+};
+
+}  // namespace ns_test
+
+TEST_CASE("Namespace.Lifetime.a_stored_value_is_never_moved_copied_or_destroyed_by_other_operations") {
+    using ns_test::Tally;
+    ctxlocal::Namespace ns;
+    ns.set("early", 0);
+    ns.emplace<Tally>("small", 1);  // stored inline
+    ns.emplace<Tally>("later", 2);
+    REQUIRE(Tally::made == 2);
+    Tally::made = 0;
+    Tally::destroyed = 0;
+    for (int i = 0; i < 100; ++i) ns.set("name " + std::to_string(i), i);  // the storage grows
+    ns.erase("early");                                                     // the names shift
+    ns.set("name 5", std::string("replaced"));
+    (void)ns.pop<int>("name 7");
+    ctxlocal::Namespace moved(std::move(ns));
+    ctxlocal::Namespace other;
+    other.set("x", 1);
+    swap(moved, other);        // other holds the Tallies, moved holds "x"
+    moved = std::move(other);  // moved holds the Tallies again; "x" is destroyed
+    CHECK(Tally::made == 0);
+    CHECK(Tally::destroyed == 0);
+    CHECK(moved.get<Tally>("small").value == 1);
+    CHECK(moved.erase("small"));
+    CHECK(Tally::destroyed == 1);  // only when removed
+}
+
+TEST_CASE("Namespace.References.stay_valid_while_other_names_change") {
+    ctxlocal::Namespace ns;
+    int& number = ns.set("number", 1);
+    std::string& text = ns.set("text", "a short string");
+    BigHandle& big = ns.set("big", BigHandle{Handle(3), {}});
+    for (int i = 0; i < 100; ++i) ns.set("name " + std::to_string(i), i);
+    for (int i = 0; i < 100; i += 2) ns.erase("name " + std::to_string(i));
+    ctxlocal::Namespace moved(std::move(ns));
+    ctxlocal::Namespace swapped;
+    swapped.swap(moved);
+    CHECK(&swapped.get<int>("number") == &number);
+    CHECK(&swapped.get<std::string>("text") == &text);
+    CHECK(&swapped.get<BigHandle>("big") == &big);
+    number = 2;
+    CHECK(swapped.get<int>("number") == 2);
+    CHECK(text == "a short string");
+}
+
 TEST_CASE("Namespace.Clear.destroys_values_in_insertion_order") {
     std::vector<int> log;
     // A token records its id when its last copy dies, however often the Namespace copies or moves it.

@@ -36,13 +36,17 @@ inline namespace CTXLOCAL_ABI_NAMESPACE {
 /// A character array, such as a string literal, is stored as a std::basic_string of its characters, up to
 /// its first NUL (`stored_type<T>`); a character *pointer* is stored as the pointer: it may point at
 /// static data on purpose, and copying what it points at would mean guessing its length and lifetime.
-/// Small nothrow-movable values, up to the size of a std::string (32 bytes with 64-bit libstdc++: an int,
-/// a double, a pointer, a std::unique_ptr, a std::shared_ptr, a std::string, whose own text allocates
-/// when it is long), are stored without allocating; others are allocated once, when set.
+/// Each value lives in a node of its own and never moves: the Namespace runs a value's constructors only
+/// when it is stored (and its move or copy constructor in pop), its destructor only when it is removed.
+/// A reference or pointer to a value stays valid until that name is set again or removed, or the
+/// Namespace is cleared or destroyed; other names coming and going, and moving or swapping the
+/// Namespace, leave it valid. Allocation: a name longer than the small-string buffer, the names' storage
+/// when it grows, a node per value (nodes of removed values are kept and reused: an emptied Namespace
+/// filled again as full allocates none), and a value larger than a std::string (32 bytes with 64-bit
+/// libstdc++: an int, a std::unique_ptr, a std::shared_ptr, a short std::string fit).
 ///
 /// The names live in a vector searched linearly: made for the handful of names a request keeps. Names are
-/// case-sensitive. A reference or pointer to a value stays valid until that name is set again, a name is
-/// added or removed, or the Namespace is cleared, moved, swapped or destroyed (as with a std::vector).
+/// case-sensitive.
 ///
 /// Errors: reading a missing name, or a name whose value has another type, throws attribute_error naming
 /// the attribute, and changes nothing. If making, copying or moving a value in throws, nothing changes.
@@ -52,7 +56,7 @@ inline namespace CTXLOCAL_ABI_NAMESPACE {
 /// that too). Not copyable (a value may be move-only); movable. Not thread-safe: a Namespace belongs to
 /// one thread at a time (which is what putting it in a Local gives you).
 class CTXLOCAL_EXPORT Namespace {
-    using Entries = std::vector<std::pair<std::string, detail::AnyValue>>;
+    using Entries = std::vector<std::pair<std::string, detail::NodePtr>>;  // a node per value: it never moves
 
 public:
     /// The type that `set(name, value)` stores for a value of type T: std::basic_string<C> for an array of
@@ -94,7 +98,8 @@ public:
     Namespace() noexcept = default;
 
     /// Takes other's names and values (no value is copied or moved); other is left empty. Never throws.
-    Namespace(Namespace&& other) noexcept : entries_(std::move(other.entries_)) {
+    Namespace(Namespace&& other) noexcept
+        : entries_(std::move(other.entries_)), pool_(std::move(other.pool_)) {
         other.entries_.clear();
         other.lose_trackers(entries_);
     }
@@ -103,9 +108,7 @@ public:
     Namespace& operator=(Namespace&& other) noexcept {
         if (this != &other) {
             Namespace old(std::move(*this));
-            entries_ = std::move(other.entries_);
-            other.entries_.clear();
-            other.lose_trackers(entries_);
+            swap(other);
         }  // old's values are destroyed here
         return *this;
     }
@@ -120,6 +123,7 @@ public:
     /// Exchanges the names and values of two Namespaces. Never throws.
     void swap(Namespace& other) noexcept {
         entries_.swap(other.entries_);
+        pool_.swap(other.pool_);
         lose_trackers(other.entries_);
         other.lose_trackers(entries_);
     }
@@ -171,7 +175,7 @@ public:
     template <class T>
     T* get_if(std::string_view name) noexcept {
         const std::size_t i = index_of(name);
-        return i == npos ? nullptr : entries_[i].second.template get_if<T>();
+        return i == npos ? nullptr : entries_[i].second->value.template get_if<T>();
     }
     /// Const overload of get_if().
     template <class T>
@@ -209,8 +213,8 @@ public:
             "ctxlocal::Namespace::pop<T>: T must be movable (pop returns the value); remove a value "
             "that cannot be moved with erase(name)");
         const std::size_t i = checked_index<T>(name);
-        T result(std::move_if_noexcept(entries_[i].second.template unchecked<T>()));
-        const detail::AnyValue removed = take(i);  // destroyed after the name is gone
+        T result(std::move_if_noexcept(entries_[i].second->value.template unchecked<T>()));
+        remove(i);  // the moved-from value is destroyed after the name is gone
         return result;
     }
 
@@ -229,7 +233,7 @@ public:
     bool erase(std::string_view name) noexcept {
         const std::size_t i = index_of(name);
         if (i == npos) return false;
-        const detail::AnyValue removed = take(i);  // destroyed after the name is gone
+        remove(i);
         return true;
     }
 
@@ -240,8 +244,9 @@ public:
 
     /// Removes every name, then destroys the values in insertion order. A destructor sees the Namespace
     /// without the names being cleared; names it sets are cleared in turn (round after round, until a
-    /// round sets none), so clear() leaves the Namespace empty. Keeps the storage, so that filling it
-    /// again to the same size allocates nothing for the names' slots.
+    /// round sets none), so clear() leaves the Namespace empty. Keeps the storage (the names' slots and
+    /// the values' nodes), so that filling it again as full allocates nothing but long names and large
+    /// values.
     void clear() noexcept {
         while (!entries_.empty()) {
             Entries doomed;
@@ -250,7 +255,10 @@ public:
                 if (t->index != npos) t->lost_name = std::move(doomed[t->index].first);
                 t->index = npos;
             }
-            for (auto& entry : doomed) entry.second.reset();  // in insertion order; may set names again
+            for (auto& entry : doomed) {  // in insertion order; the destructors may set names again
+                entry.second->value.reset();
+                pool_.recycle(std::move(entry.second));
+            }
             if (entries_.empty()) {
                 doomed.clear();
                 entries_.swap(doomed);  // keep the storage
@@ -281,52 +289,54 @@ private:
         return npos;
     }
 
-    /// Stores a V made from args under name; see set(). The name is looked up again once the value is
-    /// made: V's constructor may have used this Namespace. Adding a name, what can throw comes first: the
-    /// name, the grown storage (not moved into yet: args may refer to a value in it), the value; storing
-    /// it then cannot throw. An rvalue argument is moved from only by the value's construction.
+    /// Stores a V made from args under name; see set(). The value is made in a node of its own first
+    /// (nothing else has changed if that throws, and no stored value moves, so args may refer to one);
+    /// then the name is looked up again, since V's constructor may have used this Namespace. Adding a
+    /// name, the name and the grown storage are made before the value, so that an rvalue argument is
+    /// moved from only by the value's construction; storing it then cannot throw.
     template <class V, class... Args>
     V& put(std::string_view name, Args&&... args) {
-        if (index_of(name) != npos) {  // replacing: only making the value can throw
-            detail::AnyValue fresh(std::in_place_type<V>, std::forward<Args>(args)...);
-            if (const std::size_t i = index_of(name); i != npos) return replace<V>(i, std::move(fresh));
-            return add<V>(std::string(name), Entries(), std::move(fresh));
+        if (index_of(name) != npos) {  // replacing: only making the value (and its node) can throw
+            detail::NodePtr node = pool_.make<V>(std::forward<Args>(args)...);
+            if (const std::size_t i = index_of(name); i != npos) return replace<V>(i, std::move(node));
+            return add<V>(std::string(name), Entries(), std::move(node));
         }
         std::string key(name);
         Entries grown;
         if (entries_.size() == entries_.capacity()) grown.reserve(entries_.empty() ? 4 : 2 * entries_.size());
-        detail::AnyValue fresh(std::in_place_type<V>, std::forward<Args>(args)...);
-        if (const std::size_t i = index_of(key); i != npos) return replace<V>(i, std::move(fresh));
-        return add<V>(std::move(key), std::move(grown), std::move(fresh));
+        detail::NodePtr node = pool_.make<V>(std::forward<Args>(args)...);
+        if (const std::size_t i = index_of(key); i != npos) return replace<V>(i, std::move(node));
+        return add<V>(std::move(key), std::move(grown), std::move(node));
     }
 
-    /// Appends (key, fresh), in `grown` when the storage is full and grown has room (then never throws).
+    /// Appends (key, node), in `grown` when the storage is full and grown has room (then never throws).
     template <class V>
-    V& add(std::string&& key, Entries&& grown, detail::AnyValue&& fresh) {
+    V& add(std::string&& key, Entries&& grown, detail::NodePtr&& node) {
         if (entries_.size() == entries_.capacity() && grown.capacity() > entries_.size()) {
-            for (auto& entry : entries_) grown.emplace_back(std::move(entry));  // moves never throw
+            for (auto& entry : entries_)
+                grown.emplace_back(std::move(entry));  // moves no value; never throws
             entries_.swap(grown);
         }
-        entries_.emplace_back(std::move(key), std::move(fresh));
-        return entries_.back().second.template unchecked<V>();
+        entries_.emplace_back(std::move(key), std::move(node));
+        return entries_.back().second->value.template unchecked<V>();
     }
 
-    /// Sets entry i to fresh, then destroys the value it held; see set().
+    /// Puts node in entry i, then destroys the value it replaced; see set().
     template <class V>
-    V& replace(std::size_t i, detail::AnyValue&& fresh) {
-        detail::AnyValue old(std::move(entries_[i].second));
-        entries_[i].second = std::move(fresh);
+    V& replace(std::size_t i, detail::NodePtr&& node) {
+        detail::NodePtr old = std::exchange(entries_[i].second, std::move(node));
         Tracker tracker{i, trackers_, std::string()};
         trackers_ = &tracker;
-        old.reset();  // the replaced value's destructor may use this Namespace
+        old->value.reset();  // the replaced value's destructor may use this Namespace
         trackers_ = tracker.outer;
+        pool_.recycle(std::move(old));
         if (tracker.index != npos) {
             auto& [current_name, current] = entries_[tracker.index];
-            if (V* value = current.template get_if<V>()) return *value;
+            if (V* value = current->value.template get_if<V>()) return *value;
             throw attribute_error(
                 current_name, "ctxlocal::Namespace::set: while '" + current_name +
                                   "' was being set, the destructor of the value it replaced set it to a " +
-                                  detail::demangle(current.type().name()) + "; there is no " +
+                                  detail::demangle(current->value.type().name()) + "; there is no " +
                                   detail::type_name<V>() + " to return");
         }
         throw attribute_error(
@@ -337,9 +347,9 @@ private:
                 detail::type_name<V>() + " to return");
     }
 
-    /// Moves the value of entry i out, then removes the entry. Never throws.
-    detail::AnyValue take(std::size_t i) noexcept {
-        detail::AnyValue value(std::move(entries_[i].second));
+    /// Removes entry i, then destroys its value. Never throws.
+    void remove(std::size_t i) noexcept {
+        detail::NodePtr node = std::move(entries_[i].second);
         for (Tracker* t = trackers_; t != nullptr; t = t->outer) {
             if (t->index == i) {
                 t->lost_name = std::move(entries_[i].first);
@@ -348,8 +358,9 @@ private:
                 --t->index;
             }
         }
-        entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
-        return value;
+        entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));  // moves names and pointers only
+        node->value.reset();  // the destructor may use this Namespace
+        pool_.recycle(std::move(node));
     }
 
     /// This Namespace's entries moved to `now`: the replacing set() calls in progress lose theirs.
@@ -372,7 +383,7 @@ private:
                                                          std::string(name) +
                                                          "'; set it first, or use get_if/get_or");
         }
-        const detail::AnyValue& value = entries_[i].second;
+        const detail::AnyValue& value = entries_[i].second->value;
         if (value.holds<T>()) return i;
         throw attribute_error(std::string(name), "ctxlocal::Namespace attribute '" + std::string(name) +
                                                      "' holds a " + detail::demangle(value.type().name()) +
@@ -381,10 +392,11 @@ private:
 
     template <class T>
     T& checked(std::string_view name) {
-        return entries_[checked_index<T>(name)].second.template unchecked<T>();
+        return entries_[checked_index<T>(name)].second->value.template unchecked<T>();
     }
 
     Entries entries_;
+    detail::NodePool pool_;  // the nodes of removed values, for reuse
     Tracker* trackers_ = nullptr;
 };
 
