@@ -131,7 +131,8 @@ public:
 
     /// Sets `name` to `value` (stored as `stored_type<T>`: a string literal as a std::string), replacing
     /// any value of any type it had, and returns the stored value. A replaced name keeps its place in the
-    /// order. If copying or moving `value` in, or allocating, throws, nothing changes.
+    /// order. If copying or moving `value` in, or allocating, throws, nothing changes, and an rvalue
+    /// `value` is moved from only if its own move constructor is what threw.
     /// The replaced value is destroyed last; if its destructor removes the name, or sets it to another
     /// type, set() throws attribute_error (there is no value to return), leaving what the destructor did.
     template <class T>
