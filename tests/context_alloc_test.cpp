@@ -507,6 +507,14 @@ TEST_CASE("ContextAlloc.handle.steady_state") {
                               });
                           }) == 0);
     }
+    SUBCASE("a handler that sets a string literal in g (stored as a std::string): 0 allocations") {
+        CHECK_ALLOCATIONS(steady_state_allocations([&] {
+                              sum += web::handle(app, Req{9, 4}, [] {
+                                  web::g->set("user", "ana");
+                                  return static_cast<long>(web::g->get<std::string>("user").size());
+                              });
+                          }) == 0);
+    }
     keep(sum);
     CHECK_FALSE(web::has_request_context());
     CHECK_FALSE(web::has_app_context());

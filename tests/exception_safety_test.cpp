@@ -21,6 +21,9 @@
 // | LocalStack::emplace(), constructor throws   | the stack is unchanged                                      | LocalStack.EmplaceThrows.stack_unchanged
 // | Namespace::set(), copy throws               | nothing changes (old value kept, no new name)               | Namespace.SetThrows.nothing_changes
 // | Namespace::set(), allocation fails          | nothing changes                                             | Namespace.AllocationFailure.set_changes_nothing
+// | Namespace::set(name, rvalue), alloc fails   | nothing changes; the argument is not moved from             | Namespace.AllocationFailure.set_of_a_move_only_value_keeps_the_argument
+// | Namespace::emplace(), constructor throws    | nothing changes (old value kept, no new name)               | Namespace.EmplaceThrows.nothing_changes
+// | Namespace::pop(), copying the value throws  | the name stays set to its value, in its place               | Namespace.PopThrows.name_stays_set
 // | AppContext/RequestContext::push(), alloc    | if it throws, nothing changed                               | Contexts.AllocationFailure.push_changes_nothing
 // | RequestContext::pop(), one callback throws  | popped anyway, every callback ran, that exception rethrown  | Contexts.TeardownThrows.one_callback_rethrown_after_full_pop
 // | pop(), request and app callbacks throw      | popped, every callback ran, teardown_error holds all, in    | Contexts.TeardownThrows.several_callbacks_teardown_error
@@ -512,6 +515,75 @@ TEST_CASE("Namespace.AllocationFailure.set_changes_nothing" * doctest::skip(no_a
     CHECK(injected >= 2);
     CHECK(ns.size() == 2);
     CHECK(ns.get<std::string>("a") == big);
+}
+
+TEST_CASE("Namespace.AllocationFailure.set_of_a_move_only_value_keeps_the_argument" *
+          doctest::skip(no_allocation_injection)) {
+    /// Move-only and too large to be stored inline: storing it allocates.
+    struct Cargo {
+        std::unique_ptr<int> payload;
+        char padding[64];
+    };
+    ctxlocal::Namespace ns;
+    ns.set("n0", 0);
+    ns.set("n1", 1);
+    ns.set("n2", 2);
+    ns.set("cargo", Cargo{std::make_unique<int>(1), {}});
+    const std::vector<std::string> names(ns.begin(), ns.end());  // 4 names: adding a fifth grows the storage
+    auto unchanged = [&] {
+        CHECK(std::vector<std::string>(ns.begin(), ns.end()) == names);
+        CHECK(*ns.get<Cargo>("cargo").payload == 1);
+    };
+    Cargo replacing{std::make_unique<int>(2), {}};
+    int injected = sweep_allocation_failures([&] { ns.set("cargo", std::move(replacing)); },
+                                             [&] {
+                                                 unchanged();
+                                                 REQUIRE(replacing.payload != nullptr);  // not moved from
+                                                 CHECK(*replacing.payload == 2);
+                                             });
+    CHECK(*ns.get<Cargo>("cargo").payload == 2);
+    ns.set("cargo", Cargo{std::make_unique<int>(1), {}});
+    Cargo adding{std::make_unique<int>(3), {}};
+    injected += sweep_allocation_failures(
+        [&] { ns.set("a name longer than the small string buffer", std::move(adding)); },
+        [&] {
+            unchanged();
+            REQUIRE(adding.payload != nullptr);  // not moved from
+            CHECK(*adding.payload == 3);
+        });
+    CHECK(injected >= 4);  // the value when replacing; the name, the storage and the value when adding
+    CHECK(ns.size() == names.size() + 1);
+    CHECK(*ns.get<Cargo>("a name longer than the small string buffer").payload == 3);
+}
+
+TEST_CASE("Namespace.EmplaceThrows.nothing_changes") {
+    live = 0;
+    {
+        ctxlocal::Namespace ns;
+        ns.set("a", 1);
+        ns.emplace<Probe>("p", 7);
+        CHECK_THROWS_AS(ns.emplace<Probe>("p", 8, true), Boom);    // replacing: the old value stays
+        CHECK_THROWS_AS(ns.emplace<Probe>("new", 8, true), Boom);  // adding: no new name
+        CHECK(live.load() == 1);
+        CHECK(ns.get<Probe>("p").value == 7);
+        std::vector<std::string> names(ns.begin(), ns.end());
+        CHECK(names == std::vector<std::string>{"a", "p"});
+    }
+    CHECK(live.load() == 0);
+}
+
+TEST_CASE("Namespace.PopThrows.name_stays_set") {
+    ctxlocal::Namespace ns;
+    ns.set("t", Touchy(7));
+    ns.set("z", 1);
+    Touchy::armed = true;  // Touchy's move may throw, so pop copies it: the copy throws
+    CHECK_THROWS_AS((void)ns.pop<Touchy>("t"), Boom);
+    Touchy::armed = false;
+    CHECK(ns.get<Touchy>("t").value == 7);
+    std::vector<std::string> names(ns.begin(), ns.end());
+    CHECK(names == std::vector<std::string>{"t", "z"});
+    CHECK(ns.pop<Touchy>("t").value == 7);
+    CHECK_FALSE(ns.contains("t"));
 }
 
 // ---------------------------------------------------------------------------------------------------
