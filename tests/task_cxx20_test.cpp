@@ -107,12 +107,12 @@ task<std::string> read_who_after_hop(Worker& w) {
 
 task<std::string> hop_twice(Worker& a, Worker& b, std::vector<std::thread::id>* ran_on) {
     who.value() = "task";
-    ran_on->push_back(std::this_thread::get_id());
+    ran_on->push_back(test_support::current_thread_id());
     co_await a.schedule();
-    ran_on->push_back(std::this_thread::get_id());
+    ran_on->push_back(test_support::current_thread_id());
     const std::string first = *who.get();
     co_await b.schedule();
-    ran_on->push_back(std::this_thread::get_id());
+    ran_on->push_back(test_support::current_thread_id());
     co_return first + "," + *who.get();
 }
 

@@ -7,6 +7,8 @@
 #include <ctxlocal/local.hpp>
 #include <ctxlocal/storage.hpp>
 
+#include "../support/sync.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -70,12 +72,12 @@ asio::awaitable<void> hop_and_check(int id, std::atomic<int>& mismatches, std::a
     request_id.value() = id;
     auto ex = co_await asio::this_coro::executor;
     asio::steady_timer timer(ex);  // made from the adapted executor: its completions run in the Storage
-    std::set<std::thread::id> threads{std::this_thread::get_id()};
+    std::set<std::thread::id> threads{test_support::current_thread_id()};
     for (int i = 0; i < 10; ++i) {
         timer.expires_after(std::chrono::microseconds(50 * (id % 5)));
         co_await timer.async_wait(asio::use_awaitable);
         co_await asio::post(ex, asio::use_awaitable);
-        threads.insert(std::this_thread::get_id());
+        threads.insert(test_support::current_thread_id());
         if (request_id.get() == nullptr || *request_id.get() != id) ++mismatches;
     }
     if (threads.size() > 1) ++multi_threaded;
