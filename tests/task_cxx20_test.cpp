@@ -53,10 +53,8 @@ public:
     Worker& operator=(const Worker&) = delete;
 
     void post(std::function<void()> job) {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            jobs_.push_back(std::move(job));
-        }
+        std::lock_guard<std::mutex> lock(mutex_);  // notified under the lock: see Gate::open
+        jobs_.push_back(std::move(job));
         cv_.notify_all();
     }
     /// An awaitable that resumes the awaiting coroutine on this worker.

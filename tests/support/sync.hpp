@@ -13,11 +13,10 @@ namespace test_support {
 /// Blocks waiters until open() is called.
 class Gate {
 public:
+    /// Notifies under the lock: a waiter may destroy the Gate as soon as it sees it open.
     void open() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            open_ = true;
-        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        open_ = true;
         cv_.notify_all();
     }
     void wait() {
