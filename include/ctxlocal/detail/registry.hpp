@@ -117,6 +117,16 @@ public:
         return *thread_record;
     }
 
+    /// Registers `hook` to run at every Storage release, with the Storage entered, before its values are
+    /// destroyed (Contexts pops the contexts left pushed there, with teardown). Registering twice is a no-op.
+    void add_release_hook(void (*hook)() noexcept) {
+        Lock lock(*this);
+        for (auto* h : release_hooks_) {
+            if (h == hook) return;
+        }
+        release_hooks_.push_back(hook);
+    }
+
     /// Destroys the values of a Storage whose last reference was just dropped, with it entered on the
     /// calling thread, then frees it, unless a value destructor took a new handle to it (then the last
     /// of those releases it again). Never allocates.
@@ -380,6 +390,7 @@ private:
     std::vector<Deleter> deleters_;        // by id; null for a free or retired id
     std::vector<unsigned> pending_;        // by id; values whose destructor a teardown runs right now
     std::vector<std::uint32_t> free_ids_;  // capacity >= deleters_.size(): pushing never allocates
+    std::vector<void (*)() noexcept> release_hooks_;
     unsigned fork_generation_ = 0;
     std::atomic<unsigned> visitors_{0};  // for_each visits running now (each holds the lock)
     platform::ThreadExitKey key_{};

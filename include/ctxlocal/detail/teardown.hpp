@@ -64,6 +64,15 @@ inline void Registry::release_storage(Record& r) noexcept {
     r.storage_state.store(storage_one_ref | storage_releasing, std::memory_order_relaxed);
     const Record* prev = current_table->record;
     current_table = r.table;
+    for (std::size_t i = 0;; ++i) {  // by index: a hook may register another
+        void (*hook)() noexcept;
+        {
+            Lock lock(*this);
+            if (i >= release_hooks_.size()) break;
+            hook = release_hooks_[i];
+        }
+        hook();
+    }
     destroy_values(r);
     current_table = table_to_restore(prev);
     const std::uint64_t before =
