@@ -253,6 +253,15 @@ void rw_rows_common() {
     benchmark::RegisterBenchmark(row("Top", P::name).c_str(), top<P>)->Threads(1)->Threads(2)->UseRealTime();
 }
 
+/// The Read rows alone, for the peers that only read (the shared-library peers of peers_dso.cpp).
+template <class P>
+void read_rows() {
+    benchmark::RegisterBenchmark(row("Read", P::name).c_str(), read<P>)
+        ->Threads(1)
+        ->Threads(2)
+        ->UseRealTime();
+}
+
 template <class P>
 void first_use_rows() {
     benchmark::RegisterBenchmark(row("FirstUse", P::name).c_str(), first_use<P>)
@@ -294,6 +303,10 @@ void proxy_row(const char* name) {
 const bool registered = [] {
     rw_rows_common<RawTls>();
     rw_rows_common<Ctx>();
+    read_rows<CtxSharedLibrary>();
+    read_rows<CtxSharedLibraryDynamicTls>();
+    read_rows<RawTlsSharedLibrary>();
+    read_rows<RawTlsSharedLibraryDynamicTls>();
     rw_rows_common<Pthread>();
     rw_rows_common<BoostTss>();
     rw_rows_common<TbbEts>();

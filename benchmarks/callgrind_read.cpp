@@ -3,10 +3,10 @@
 //     callgrind_read <peer> <iterations>
 //
 // Reads the calling thread's existing value <iterations> times through the same out-of-line accessors
-// as the benchmark binary (peers.cpp). run.sh runs it twice, with N and 2N iterations, and divides the
-// difference of the instruction totals by N: start-up, the first-use setup and exit cancel, leaving the
-// instructions of one loop iteration (the call, the accessor body, the load and the loop's own
-// increment and branch, the same for every peer).
+// as the benchmark binary (peers.cpp, and peers_dso.cpp in the shared libraries). run.sh runs it twice,
+// with N and 2N iterations, and divides the difference of the instruction totals by N: start-up, the
+// first-use setup and exit cancel, leaving the instructions of one loop iteration (the call, the accessor
+// body, the load and the loop's own increment and branch, the same for every peer).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -42,6 +42,18 @@ int main(int argc, char** argv) {
     } else if (std::strcmp(peer, "ctxlocal") == 0) {
         Ctx::ensure();
         sum = loop(n, [] { return *Ctx::get(); });
+    } else if (std::strcmp(peer, "ctxlocal_shared_library") == 0) {
+        CtxSharedLibrary::ensure();
+        sum = loop(n, [] { return *CtxSharedLibrary::get(); });
+    } else if (std::strcmp(peer, "ctxlocal_shared_library_dynamic_tls") == 0) {
+        CtxSharedLibraryDynamicTls::ensure();
+        sum = loop(n, [] { return *CtxSharedLibraryDynamicTls::get(); });
+    } else if (std::strcmp(peer, "raw_thread_local_shared_library") == 0) {
+        RawTlsSharedLibrary::ensure();
+        sum = loop(n, [] { return *RawTlsSharedLibrary::get(); });
+    } else if (std::strcmp(peer, "raw_thread_local_shared_library_dynamic_tls") == 0) {
+        RawTlsSharedLibraryDynamicTls::ensure();
+        sum = loop(n, [] { return *RawTlsSharedLibraryDynamicTls::get(); });
     } else if (std::strcmp(peer, "pthread_getspecific") == 0) {
         Pthread::ensure();
         sum = loop(n, [] { return *Pthread::get(); });

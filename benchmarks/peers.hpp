@@ -18,6 +18,16 @@
 #define BENCH_OPAQUE __attribute__((noinline))
 #endif
 
+// Calls into the benchmark's shared libraries (peers_dso.cpp) load the function's address from the GOT
+// instead of jumping through a PLT stub, so that they cost the same instruction as the direct calls into
+// peers.cpp: the rows compare the bodies, not the dynamic linker's trampoline. Clang has no such
+// attribute: built with Clang, each call into a shared library goes through the PLT (one more jmp).
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define BENCH_NOPLT __attribute__((noplt))
+#else
+#define BENCH_NOPLT
+#endif
+
 namespace bench {
 
 using Value = long;
@@ -68,6 +78,41 @@ struct Ctx {
     static Value& first_use(Many& m, std::size_t i);
     static long sum_all();  // Local::for_each
     static void ensure_each();
+};
+
+/// ctxlocal::Local::get() compiled into a shared library (peers_dso.cpp, built with -fPIC and otherwise
+/// default options): the table pointer has the initial-exec TLS model (CTXLOCAL_TLS_MODEL's default), so
+/// the read is a thread-local load through the GOT's TLS offset, no call. Read rows only.
+struct CtxSharedLibrary {
+    static constexpr const char* name = "ctxlocal_shared_library";
+    BENCH_NOPLT static void ensure();
+    BENCH_NOPLT static Value* get();
+};
+
+/// The same library built with -DCTXLOCAL_TLS_MODEL= (the opt-out: the compiler's default model, general
+/// dynamic in a shared library), so every read calls __tls_get_addr. Read rows only.
+struct CtxSharedLibraryDynamicTls {
+    static constexpr const char* name = "ctxlocal_shared_library_dynamic_tls";
+    BENCH_NOPLT static void ensure();
+    BENCH_NOPLT static Value* get();
+};
+
+/// The floor of the shared-library rows: a raw `thread_local` in the same library, read through the same
+/// call. With the initial-exec model, like CtxSharedLibrary (the best that hand-written code in a shared
+/// library gets: one thread-local load through the GOT's TLS offset).
+struct RawTlsSharedLibrary {
+    static constexpr const char* name = "raw_thread_local_shared_library";
+    BENCH_NOPLT static void ensure();
+    BENCH_NOPLT static Value* get();
+};
+
+/// A plain `thread_local` in the library built with -DCTXLOCAL_TLS_MODEL=: the compiler's default model
+/// (local dynamic in a shared library), so every read calls __tls_get_addr, like
+/// CtxSharedLibraryDynamicTls.
+struct RawTlsSharedLibraryDynamicTls {
+    static constexpr const char* name = "raw_thread_local_shared_library_dynamic_tls";
+    BENCH_NOPLT static void ensure();
+    BENCH_NOPLT static Value* get();
 };
 
 /// POSIX thread-specific data: pthread_getspecific / pthread_setspecific, values on the heap.

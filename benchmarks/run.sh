@@ -60,7 +60,9 @@ ir_of() {  # <peer> <iterations>: total Ir of one run
     valgrind --tool=callgrind --callgrind-out-file="$f" "$build/ctxlocal_callgrind_read" "$1" "$2" >/dev/null 2>&1
     grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}'
 }
-for peer in raw_thread_local ctxlocal pthread_getspecific boost_tss tbb_ets mutex_map \
+for peer in raw_thread_local ctxlocal ctxlocal_shared_library ctxlocal_shared_library_dynamic_tls \
+            raw_thread_local_shared_library raw_thread_local_shared_library_dynamic_tls \
+            pthread_getspecific boost_tss tbb_ets mutex_map \
             raw_thread_local_pointer proxy_over_local proxy_over_stack proxy_over_local_pointer; do
     a="$(ir_of "$peer" "$n1")"
     b="$(ir_of "$peer" "$n2")"
