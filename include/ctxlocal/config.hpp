@@ -41,7 +41,9 @@
 /// define CTXLOCAL_TLS_MODEL empty (the compiler's default model) in every module, or use ctxlocal from
 /// the executable first.
 #ifndef CTXLOCAL_TLS_MODEL
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
+// Only in code compiled for a shared library (-fPIC, not -fPIE): in an executable the compiler picks the
+// faster local-exec model by itself, which GCC would not do with the attribute.
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__) && defined(__PIC__) && !defined(__PIE__)
 #define CTXLOCAL_TLS_MODEL __attribute__((tls_model("initial-exec")))
 #else
 #define CTXLOCAL_TLS_MODEL

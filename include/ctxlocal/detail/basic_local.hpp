@@ -72,7 +72,11 @@ public:
     /// The fast path: one thread-local load, a bounds check and a load. No lock, no atomic
     /// read-modify-write, never allocates. Thread-safe.
     T* get() noexcept {
-        const std::uint32_t id = id_.load(std::memory_order_acquire);
+        // Relaxed: nothing read here was published by the thread that set the id. The slot is the calling
+        // table's own (written by the thread that runs on it, or under the lock that entering a Storage
+        // synchronises with); a thread that stored a value read or wrote this id before, so it sees at
+        // least that id (coherence); an id not seen yet reads as "no value", which is what it is.
+        const std::uint32_t id = id_.load(std::memory_order_relaxed);
         const Table* t = table_of<W>();
         if (CTXLOCAL_LIKELY(id < t->capacity)) {
             return static_cast<T*>(t->slots()[id].load(std::memory_order_relaxed));
