@@ -1,7 +1,9 @@
 // httplib_server: the same app on cpp-httplib (Debian: libcpp-httplib-dev, 0.11), a real HTTP library
 // with its own thread pool. cpp-httplib parses each request, routes it to the handler, and writes the
 // response; the handler converts httplib's request and calls web::handle(), so the app code is the same
-// as in the other servers.
+// as in the other servers. The binding is ctxlocal's cpp-httplib adapter, httplib_handler() from
+// <ctxlocal/integration/httplib.hpp>: it builds the HttpRequest with convert() and runs the handler inside
+// web::handle().
 //
 // ctxlocal here: httplib serves each keep-alive connection on one pool thread, request after request;
 // web::handle() binds each of them and leaves the thread's stacks empty afterwards.
@@ -40,6 +42,8 @@
 #include <string_view>
 #include <thread>
 #include <utility>
+
+#include <ctxlocal/integration/httplib.hpp>
 
 #include "app.hpp"
 #include "http.hpp"
@@ -186,21 +190,19 @@ int main(int argc, char** argv) {
     server.set_keep_alive_max_count(1'000'000);
     server.set_keep_alive_timeout(idle_timeout_ms / 1000);
     // Every method httplib routes goes to the app, which answers 405 to all but GET, as the other servers.
-    const auto handler = [&app](const httplib::Request& in, httplib::Response& out) {
-        const HttpResponse response = serve(app, convert(in));
-        out.status = response.status;
-        out.set_content(response.body, "text/plain");
-        if (response.close) {
-            out.set_header("Connection", "close");
-            close_requested = true;
-        }
-    };
-    server.Get(".*", handler);
-    server.Post(".*", handler);
-    server.Put(".*", handler);
-    server.Patch(".*", handler);
-    server.Delete(".*", handler);
-    server.Options(".*", handler);
+    // httplib_handler() (ctxlocal/integration/httplib.hpp) runs the lambda inside web::handle() with the
+    // HttpRequest convert() builds, so route() reads it through web::request.
+    const auto handler = ctxlocal::integration::httplib_handler<web>(
+        app, convert, [](const httplib::Request&, httplib::Response& out) {
+            const HttpResponse response = route();
+            out.status = response.status;
+            out.set_content(response.body, "text/plain");
+            if (response.close) {
+                out.set_header("Connection", "close");
+                close_requested = true;
+            }
+        });
+    ctxlocal::integration::route_all(server, ".*", handler);
 
     int port = options.port;
     if (port == 0) {
