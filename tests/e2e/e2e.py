@@ -398,7 +398,7 @@ def main(argv):
     mode = argv[1]
     rest = argv[2:]
     if rest[0] == "skip":
-        log("server not built (cpp-httplib not found): skipped")
+        log("server not built (its library was not found): skipped")
         return 77
     server_argv, client_argv = (rest[: rest.index("--")], rest[rest.index("--") + 1 :]) if "--" in rest else (rest, [])
     server_argv = server_argv + ["--port", "0"]
