@@ -11,6 +11,7 @@ worker or child that outlived the master would still be there). Every step is bo
   e2e.py robust  SERVER [server args]     malformed/oversized/truncated requests: 400/431 or close, no crash
   e2e.py restart SERVER [server args] -- CLIENT [client args]
                                           SIGKILL a worker: the master replaces it and keeps serving
+  e2e.py client  SERVER [server args] -- CLIENT [client args]   the client (given --port) must exit 0
   e2e.py shutdown_idle SERVER [server args]
                                           with idle keep-alive connections open (after a request, silent,
                                           half a request), SIGTERM must end the server within 2 s
@@ -223,6 +224,18 @@ def mode_load(server, client_argv):
     run_client(client_argv, server.port)
 
 
+def mode_client(server, client_argv):
+    argv = client_argv + ["--port", str(server.port)]
+    log("running " + " ".join(argv))
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, timeout=CLIENT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise Failure(f"client did not finish within {CLIENT_TIMEOUT}s")
+    for line in done.stdout.decode(errors="replace").splitlines():
+        log(f"client: {line}")
+    expect(done.returncode == 0, f"client exited {done.returncode}")
+
+
 def mode_leak(server, _):
     conn = Connection(server.port)
     before = int(whoami(conn, "/stats")["leaks"])
@@ -384,6 +397,7 @@ def mode_shutdown_idle(server, _):
 
 MODES = {
     "load": mode_load,
+    "client": mode_client,
     "leak": mode_leak,
     "robust": mode_robust,
     "restart": mode_restart,

@@ -1,0 +1,161 @@
+// ctxlocal/integration/grpc.hpp — binds each call of a synchronous gRPC C++ server with ctxlocal, through
+// grpc::Server::GlobalCallbacks. Optional: needs gRPC C++ (`grpc++`; Debian: libgrpc++-dev); not included
+// by ctxlocal.hpp.
+//
+//     struct Call { std::string request_id; };
+//     using web = ctxlocal::Contexts<App, Call>;
+//     App app;  // outlives every server
+//     ctxlocal::integration::install_grpc_callbacks<web>(app, [](const grpc::ServerContext& context) {
+//         const auto found = context.client_metadata().find("x-request-id");
+//         return Call{found == context.client_metadata().end()
+//                         ? std::string() : std::string(found->second.data(), found->second.size())};
+//     });
+//     // then build the grpc::Server; every synchronous handler can read web::request->request_id.
+//
+// For each synchronous call, PreSynchronousRequest (on the thread about to run the handler) builds the
+// Request with `make_request(const grpc::ServerContext&)` and pushes a RequestContext for it (with an
+// implicit application context: a fresh `g`); PostSynchronousRequest (on the same thread, after the
+// handler returned or threw; gRPC turns a handler's exception into status UNKNOWN) pops it. The guarantees
+// are handle()'s: every call starts with empty context stacks (contexts found pushed before it are popped,
+// with teardown, and reported as leaked_context), and the pooled thread's stacks are empty after it
+// (contexts the handler left pushed are popped newest first, with teardown, and reported as
+// leaked_context). Limits, from the shape of the gRPC hooks:
+//   - when the handler left contexts pushed, the call's own request context is reported as well (it is
+//     popped by destroying it, after the leaked ones; see RequestContext's destructor);
+//   - teardown callbacks get no exception from a throwing handler (Post does not see it), and an exception
+//     a teardown callback throws in Post cannot reach the client (the status is already sent): it is
+//     written to stderr;
+//   - if make_request throws, the call is cancelled (the client gets CANCELLED), the reason is written to
+//     stderr, and the handler runs unbound (web::request throws unbound_error);
+//   - only synchronous services: the callback and async APIs do not call these hooks.
+#pragma once
+
+#include <grpcpp/server.h>
+#include <grpcpp/server_context.h>
+
+#include <atomic>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+#include "../config.hpp"
+
+namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
+namespace integration {
+namespace detail {
+/// Set by the first install_grpc_callbacks().
+inline std::atomic<bool> grpc_callbacks_installed{false};
+}  // namespace detail
+
+/// grpc::Server::GlobalCallbacks that bind each synchronous call (see the top of this file). `Web` is a
+/// ctxlocal::Contexts<App, Request, G>; `make_request(const grpc::ServerContext&)` returns a Request. Usually
+/// installed with install_grpc_callbacks(); derive from it to add other hooks (call the base Pre/Post).
+/// Thread-safe: gRPC calls the hooks concurrently from its pool threads (make_request must be thread-safe
+/// as called; it is called as const). Allocation per call: the shared Request and what make_request does.
+template <class Web, class App, class MakeRequest>
+class GrpcCallbacks : public ::grpc::Server::GlobalCallbacks {
+public:
+    using RequestContext = typename Web::RequestContext;
+    using Request = std::remove_reference_t<decltype(std::declval<const RequestContext&>().request())>;
+
+    GrpcCallbacks(App& app, MakeRequest make_request) : app_(&app), make_request_(std::move(make_request)) {}
+
+    /// Pushes the call's request context on the calling thread. Never throws (see the top of this file
+    /// for a throwing make_request).
+    void PreSynchronousRequest(::grpc::ServerContext* context) override {
+        Slot& slot = slot_;
+        slot.call = nullptr;
+        slot.ctx.reset();  // a context left by a Pre without Post (not expected) is popped and reported
+        try {
+            auto request = std::make_shared<Request>(make_request_(std::as_const(*context)));
+            if (Web::app_context_depth() + Web::request_context_depth() != 0) {
+                // Contexts pushed on this thread outside any call: handle() pops and reports them.
+                Web::handle(*app_, request, [] {});
+            }
+            auto ctx = std::make_unique<RequestContext>(*app_, std::move(request));
+            ctx->push();
+            slot.ctx = std::move(ctx);
+            slot.call = context;
+        } catch (...) {
+            slot.ctx.reset();
+            std::fprintf(stderr, "ctxlocal: gRPC call not bound, cancelled: %s\n",
+                         what(std::current_exception()));
+            context->TryCancel();
+        }
+    }
+
+    /// Pops the call's request context, and everything the handler left pushed above it, from the calling
+    /// thread. Never throws.
+    void PostSynchronousRequest(::grpc::ServerContext* context) override {
+        Slot& slot = slot_;
+        if (slot.call != context || !slot.ctx) return;  // not bound in Pre
+        std::unique_ptr<RequestContext> ctx = std::move(slot.ctx);
+        slot.call = nullptr;
+        const bool only_ours = Web::request_context_depth() == 1 && Web::app_context_depth() == 1 &&
+                               Web::request.get() == &ctx->request();
+        if (only_ours) {
+            try {
+                ctx->pop();
+            } catch (...) {  // a teardown callback threw; the context is popped
+                std::fprintf(stderr, "ctxlocal: teardown failed after a gRPC call: %s\n",
+                             what(std::current_exception()));
+            }
+        }
+        // Otherwise the handler left contexts pushed (or popped ours): destroying ctx pops it and
+        // everything pushed after it, newest first, with teardown, reporting each as leaked_context.
+        const std::shared_ptr<Request> request = ctx->shared_request();
+        ctx.reset();
+        if (Web::app_context_depth() + Web::request_context_depth() != 0) {
+            // The handler popped ours and pushed others: handle() pops and reports them.
+            try {
+                Web::handle(*app_, request, [] {});
+            } catch (...) {  // a teardown callback threw: reported by handle() (or out of memory)
+            }
+        }
+    }
+
+private:
+    struct Slot {
+        const ::grpc::ServerContext* call = nullptr;
+        std::unique_ptr<RequestContext> ctx;
+    };
+    // One call at a time per thread: gRPC runs Pre, the handler and Post of a call on one thread.
+    static inline thread_local Slot slot_;
+
+    static const char* what(const std::exception_ptr& error) noexcept {
+        try {
+            std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+            return e.what();
+        } catch (...) {
+            return "unknown exception";
+        }
+    }
+
+    App* app_;
+    MakeRequest make_request_;
+};
+
+/// Installs GrpcCallbacks<Web, App, MakeRequest>{app, make_request} as the process's gRPC global callbacks
+/// and returns them. gRPC allows this once per process, before the first grpc::Server is created (it
+/// aborts otherwise), and keeps the object until exit; `app` must outlive every server. Throws
+/// std::logic_error, changing nothing, when called a second time. Thread-safe.
+template <class Web, class App, class MakeRequest>
+GrpcCallbacks<Web, App, MakeRequest>& install_grpc_callbacks(App& app, MakeRequest make_request) {
+    if (detail::grpc_callbacks_installed.exchange(true)) {
+        throw std::logic_error(
+            "ctxlocal: install_grpc_callbacks() called twice; gRPC accepts one GlobalCallbacks per process "
+            "(grpc::Server::SetGlobalCallbacks): bind every service through one installation");
+    }
+    auto* callbacks = new GrpcCallbacks<Web, App, MakeRequest>(app, std::move(make_request));
+    ::grpc::Server::SetGlobalCallbacks(callbacks);  // owned by gRPC from here on
+    return *callbacks;
+}
+
+}  // namespace integration
+}  // namespace CTXLOCAL_ABI_NAMESPACE
+}  // namespace ctxlocal
