@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -112,20 +113,24 @@ void serve_beast_connection(Stream& stream, App& app, const MakeRequest& make_re
                 return;
             }
             const http::request<http::string_body>& request = parser.get();
-            bool keep = false;
+            using Response = std::decay_t<decltype(beast_handle<Web>(app, request, make_request, handler))>;
+            std::optional<Response> response;
             try {
-                auto response = beast_handle<Web>(app, request, make_request, handler);
-                keep = request.keep_alive() && response.keep_alive() &&
-                       !(options.stopping != nullptr && options.stopping->load(std::memory_order_relaxed));
-                response.keep_alive(keep);
-                response.prepare_payload();
-                http::write(stream, response, ec);
-            } catch (...) {
-                keep = false;
+                response.emplace(beast_handle<Web>(app, request, make_request, handler));
+            } catch (...) {  // from make_request or the handler (handle() has popped everything)
+            }
+            if (!response) {
                 auto error =
                     detail::beast_error_response(http::status::internal_server_error, request.version());
                 http::write(stream, error, ec);
+                return;
             }
+            const bool keep =
+                request.keep_alive() && response->keep_alive() &&
+                !(options.stopping != nullptr && options.stopping->load(std::memory_order_relaxed));
+            response->keep_alive(keep);
+            response->prepare_payload();
+            http::write(stream, *response, ec);
             if (ec || !keep) return;
         }
     } catch (...) {
