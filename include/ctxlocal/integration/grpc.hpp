@@ -22,6 +22,8 @@
 // leaked_context). Limits, from the shape of the gRPC hooks:
 //   - when the handler left contexts pushed, the call's own request context is reported as well (it is
 //     popped by destroying it, after the leaked ones; see RequestContext's destructor);
+//   - contexts found pushed before a call are popped by an empty web::handle() for that call's request,
+//     so the App's teardown callbacks run once more for it (only then: not in the normal case);
 //   - teardown callbacks get no exception from a throwing handler (Post does not see it), and an exception
 //     a teardown callback throws in Post cannot reach the client (the status is already sent): it is
 //     written to stderr;
