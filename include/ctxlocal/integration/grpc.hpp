@@ -62,7 +62,7 @@ template <class Web, class App, class MakeRequest>
 class GrpcCallbacks : public ::grpc::Server::GlobalCallbacks {
 public:
     using RequestContext = typename Web::RequestContext;
-    using Request = std::remove_reference_t<decltype(std::declval<const RequestContext&>().request())>;
+    using Request = std::remove_pointer_t<decltype(Web::request.get())>;
 
     GrpcCallbacks(App& app, MakeRequest make_request) : app_(&app), make_request_(std::move(make_request)) {}
 
@@ -72,15 +72,20 @@ public:
         Slot& slot = slot_;
         slot.call = nullptr;
         slot.ctx.reset();  // a context left by a Pre without Post (not expected) is popped and reported
+        slot.request.reset();
         try {
             auto request = std::make_shared<Request>(make_request_(std::as_const(*context)));
             if (Web::app_context_depth() + Web::request_context_depth() != 0) {
                 // Contexts pushed on this thread outside any call: handle() pops and reports them.
-                Web::handle(*app_, request, [] {});
+                try {
+                    Web::handle(*app_, request, [] {});
+                } catch (...) {  // teardown for the empty handle() threw: it is popped all the same
+                }
             }
-            auto ctx = std::make_unique<RequestContext>(*app_, std::move(request));
+            auto ctx = std::make_unique<RequestContext>(*app_, request);
             ctx->push();
             slot.ctx = std::move(ctx);
+            slot.request = std::move(request);
             slot.call = context;
         } catch (...) {
             slot.ctx.reset();
@@ -96,9 +101,10 @@ public:
         Slot& slot = slot_;
         if (slot.call != context || !slot.ctx) return;  // not bound in Pre
         std::unique_ptr<RequestContext> ctx = std::move(slot.ctx);
+        const std::shared_ptr<Request> request = std::move(slot.request);
         slot.call = nullptr;
         const bool only_ours = Web::request_context_depth() == 1 && Web::app_context_depth() == 1 &&
-                               Web::request.get() == &ctx->request();
+                               Web::request.get() == request.get();
         if (only_ours) {
             try {
                 ctx->pop();
@@ -109,7 +115,6 @@ public:
         }
         // Otherwise the handler left contexts pushed (or popped ours): destroying ctx pops it and
         // everything pushed after it, newest first, with teardown, reporting each as leaked_context.
-        const std::shared_ptr<Request> request = ctx->shared_request();
         ctx.reset();
         if (Web::app_context_depth() + Web::request_context_depth() != 0) {
             // The handler popped ours and pushed others: handle() pops and reports them.
@@ -124,6 +129,7 @@ private:
     struct Slot {
         const ::grpc::ServerContext* call = nullptr;
         std::unique_ptr<RequestContext> ctx;
+        std::shared_ptr<Request> request;  // the one ctx binds
     };
     // One call at a time per thread: gRPC runs Pre, the handler and Post of a call on one thread.
     static inline thread_local Slot slot_;
