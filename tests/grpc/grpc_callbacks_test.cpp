@@ -93,19 +93,31 @@ TEST_CASE("GrpcCallbacks.Post.pops_the_call_context_after_a_destroyed_leak") {
     CHECK(capture.count(leaked) == 1);
 }
 
-TEST_CASE("GrpcCallbacks.Pre.pops_contexts_found_pushed_before_the_call") {
+TEST_CASE("GrpcCallbacks.Post.leaves_contexts_pushed_before_the_call_as_found") {
     Capture capture;
     App app;
     int counter = 0;
     Callbacks callbacks(app, NextId{&counter});
-    auto stale = std::make_unique<web::RequestContext>(app, Call{"stale"});
-    stale->push();
+    web::RequestContext outer(app, Call{"outer"});
+    outer.push();
     grpc::ServerContext context;
     callbacks.PreSynchronousRequest(&context);
-    CHECK(capture.count(leaked) == 1);
-    CHECK(web::request_context_depth() == 1);
+    CHECK(web::request_context_depth() == 2);
     CHECK(web::request->id == "call-1");
     callbacks.PostSynchronousRequest(&context);
+    CHECK(web::request_context_depth() == 1);
+    CHECK(web::request->id == "outer");
+    CHECK(capture.all().empty());
+
+    // A leak inside such a call: popped down to the call's own context, the outer one stays.
+    callbacks.PreSynchronousRequest(&context);
+    web::AppContext leaked_app(app);
+    leaked_app.push();
+    callbacks.PostSynchronousRequest(&context);
+    CHECK(web::request_context_depth() == 1);
+    CHECK(web::request->id == "outer");
+    CHECK(capture.count(leaked) == 2);  // leaked_app and the call's own
+    outer.pop();
     CHECK(clean());
 }
 

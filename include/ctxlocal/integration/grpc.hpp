@@ -14,16 +14,14 @@
 //
 // For each synchronous call, PreSynchronousRequest (on the thread about to run the handler) builds the
 // Request with `make_request(const grpc::ServerContext&)` and pushes a RequestContext for it (with an
-// implicit application context: a fresh `g`); PostSynchronousRequest (on the same thread, after the
-// handler returned or threw; gRPC turns a handler's exception into status UNKNOWN) pops it. The guarantees
-// are handle()'s: every call starts with empty context stacks (contexts found pushed before it are popped,
-// with teardown, and reported as leaked_context), and the pooled thread's stacks are empty after it
-// (contexts the handler left pushed are popped newest first, with teardown, and reported as
-// leaked_context). Limits, from the shape of the gRPC hooks:
+// implicit application context, so a fresh `g`, unless an application context for the same App is already
+// active on the thread); PostSynchronousRequest (on the same thread, after the handler returned or threw;
+// gRPC turns a handler's exception into status UNKNOWN) pops it. The guarantees are handle()'s: the thread's
+// stacks are after the call exactly as before it (empty on gRPC's own pool threads); contexts the handler
+// left pushed are popped newest first, with teardown, and reported as leaked_context. Limits, from the
+// shape of the gRPC hooks:
 //   - when the handler left contexts pushed, the call's own request context is reported as well (it is
 //     popped by destroying it, after the leaked ones; see RequestContext's destructor);
-//   - contexts found pushed before a call are popped by an empty web::handle() for that call's request,
-//     so the App's teardown callbacks run once more for it (only then: not in the normal case);
 //   - teardown callbacks get no exception from a throwing handler (Post does not see it), and an exception
 //     a teardown callback throws in Post cannot reach the client (the status is already sent): it is
 //     written to stderr;
@@ -36,6 +34,7 @@
 #include <grpcpp/server_context.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -66,8 +65,9 @@ public:
 
     GrpcCallbacks(App& app, MakeRequest make_request) : app_(&app), make_request_(std::move(make_request)) {}
 
-    /// Pushes the call's request context on the calling thread. Never throws (see the top of this file
-    /// for a throwing make_request).
+    /// Pushes the call's request context on the calling thread, on top of whatever is pushed there
+    /// already (left as found, as handle() does). Never throws (see the top of this file for a throwing
+    /// make_request).
     void PreSynchronousRequest(::grpc::ServerContext* context) override {
         Slot& slot = slot_;
         slot.call = nullptr;
@@ -75,15 +75,10 @@ public:
         slot.request.reset();
         try {
             auto request = std::make_shared<Request>(make_request_(std::as_const(*context)));
-            if (Web::app_context_depth() + Web::request_context_depth() != 0) {
-                // Contexts pushed on this thread outside any call: handle() pops and reports them.
-                try {
-                    Web::handle(*app_, request, [] {});
-                } catch (...) {  // teardown for the empty handle() threw: it is popped all the same
-                }
-            }
             auto ctx = std::make_unique<RequestContext>(*app_, request);
             ctx->push();
+            slot.app_depth = Web::app_context_depth();
+            slot.request_depth = Web::request_context_depth();
             slot.ctx = std::move(ctx);
             slot.request = std::move(request);
             slot.call = context;
@@ -96,14 +91,15 @@ public:
     }
 
     /// Pops the call's request context, and everything the handler left pushed above it, from the calling
-    /// thread. Never throws.
+    /// thread; what was pushed below it stays. Never throws.
     void PostSynchronousRequest(::grpc::ServerContext* context) override {
         Slot& slot = slot_;
         if (slot.call != context || !slot.ctx) return;  // not bound in Pre
         std::unique_ptr<RequestContext> ctx = std::move(slot.ctx);
         const std::shared_ptr<Request> request = std::move(slot.request);
         slot.call = nullptr;
-        const bool only_ours = Web::request_context_depth() == 1 && Web::app_context_depth() == 1 &&
+        const bool only_ours = Web::app_context_depth() == slot.app_depth &&
+                               Web::request_context_depth() == slot.request_depth &&
                                Web::request.get() == request.get();
         if (only_ours) {
             try {
@@ -113,16 +109,9 @@ public:
                              what(std::current_exception()));
             }
         }
-        // Otherwise the handler left contexts pushed (or popped ours): destroying ctx pops it and
-        // everything pushed after it, newest first, with teardown, reporting each as leaked_context.
+        // Otherwise the handler left contexts pushed: destroying ctx pops them and then ctx, newest first,
+        // with teardown, reporting each as leaked_context. (The handler cannot pop ctx: it has no access.)
         ctx.reset();
-        if (Web::app_context_depth() + Web::request_context_depth() != 0) {
-            // The handler popped ours and pushed others: handle() pops and reports them.
-            try {
-                Web::handle(*app_, request, [] {});
-            } catch (...) {  // a teardown callback threw: reported by handle() (or out of memory)
-            }
-        }
     }
 
 private:
@@ -130,6 +119,8 @@ private:
         const ::grpc::ServerContext* call = nullptr;
         std::unique_ptr<RequestContext> ctx;
         std::shared_ptr<Request> request;  // the one ctx binds
+        std::size_t app_depth = 0;         // the depths right after ctx was pushed
+        std::size_t request_depth = 0;
     };
     // One call at a time per thread: gRPC runs Pre, the handler and Post of a call on one thread.
     static inline thread_local Slot slot_;
