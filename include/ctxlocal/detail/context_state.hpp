@@ -173,7 +173,7 @@ public:
                 const char* why) noexcept {
         while (frames.size() > mark && !frames.top()->closing) {
             const Frame& f = *frames.top();
-            if (f.kind == FrameKind::app || f.ctx != own || f.depth != 1) report_leak(describe_top(), why);
+            if (f.kind == FrameKind::app || f.ctx != own || f.depth != 1) report_leak(*frames.top(), why);
             pop_top(error, errors);
         }
     }
@@ -194,10 +194,9 @@ public:
         TeardownErrors errors;
         while (frames.size() > oldest && !frames.top()->closing) {
             const bool own = frames.top()->ctx == ctx;
-            report_leak(describe_top(), own ? "destroyed while still pushed"
-                                        : newer.empty()
-                                            ? "pushed after a context destroyed while still pushed"
-                                            : newer.c_str());
+            report_leak(*frames.top(), own             ? "destroyed while still pushed"
+                                       : newer.empty() ? "pushed after a context destroyed while still pushed"
+                                                       : newer.c_str());
             pop_top(nullptr, errors);
         }
         report_all(errors, "while a context destroyed while still pushed was popped");
@@ -235,10 +234,12 @@ public:
         }
     }
 
-    static void report_leak(const std::string& name, const char* why) noexcept {
+    /// Reports `f` as leaked_context (dropped when there is no memory for the message).
+    static void report_leak(const Frame& f, const char* why) noexcept {
         try {
             report(Incident::Kind::leaked_context,
-                   "ctxlocal: " + name + " was " + why + "; it was popped and its teardown ran", nullptr);
+                   "ctxlocal: " + describe_frame(f) + " was " + why + "; it was popped and its teardown ran",
+                   nullptr);
         } catch (...) {
         }
     }
@@ -254,10 +255,12 @@ public:
             } catch (...) {
             }
         }
-        if (errors.lost() != 0) {
+        if (errors.lost() == 0) return;
+        try {
             report(Incident::Kind::suppressed_teardown_error,
                    "ctxlocal: teardown callbacks threw, and their exceptions were lost (out of memory)",
                    nullptr);
+        } catch (...) {
         }
     }
 
@@ -283,7 +286,7 @@ private:
     CTXLOCAL_NOINLINE void pop_left_by_g(const Frame& f) noexcept {
         TeardownErrors errors;
         while (frames.top() != &f) {
-            report_leak(describe_top(), "left pushed by the destructor of a value in g");
+            report_leak(*frames.top(), "left pushed by the destructor of a value in g");
             pop_top(nullptr, errors);
         }
         report_all(errors, "while contexts left pushed by a destructor of a value in g were popped");
