@@ -7,6 +7,8 @@
 #
 # Legs:
 #   format       clang-format --dry-run -Werror over include/ tests/ examples/ benchmarks/
+#   docs         every relative link, cited test case and cited path in README.md, docs/, CHANGELOG.md exists
+#                (scripts/check_docs.py)
 #   gcc          g++,     CMake + ninja, -O2 with asserts, ctest           (build/gcc)
 #   clang        clang++ -std=c++20, CMake + ninja, -O2 with asserts, ctest (build/clang)
 #   tsan         clang++, ThreadSanitizer, ctest                           (build/tsan)
@@ -35,7 +37,7 @@ PACKAGES=(
     doctest-dev libcpp-httplib-dev libasio-dev
 )
 
-ALL_LEGS=(format gcc clang tsan asan meson integration valgrind fuzz)
+ALL_LEGS=(format docs gcc clang tsan asan meson integration valgrind fuzz)
 JOBS="$(jobs_count)"
 
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1}"
@@ -147,6 +149,8 @@ leg_valgrind() {
     (cd build/valgrind && CTXLOCAL_MODEL_OPS="${CTXLOCAL_MODEL_OPS:-60000}" \
         ctest --output-on-failure --no-tests=error --parallel "$JOBS" -L unit)
 }
+
+leg_docs() { python3 "$ROOT/scripts/check_docs.py"; }
 
 leg_fuzz() { CTXLOCAL_FUZZ_DIR="$ROOT/build/fuzz" bash "$ROOT/tests/fuzz/run.sh"; }
 
