@@ -19,7 +19,7 @@ PATH = re.compile(r"`((?:tests|examples|include|benchmarks|scripts|docs|cmake)/[
 
 def slug(heading):
     """GitHub's anchor for a heading."""
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[`*]", "", heading.strip().lower())
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
 

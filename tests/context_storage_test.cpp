@@ -293,3 +293,24 @@ TEST_CASE("Contexts.GRelease.custom_g_destructor_sees_g_unbound_and_nothing_is_i
     CHECK(next == 0);  // the next request on this thread gets a fresh G, not the previous request's
     CHECK(CustomG::made == 2);
 }
+
+TEST_CASE("Contexts.Storage.copy_current_request_storage_gives_a_task_its_own_copy") {
+    App app;
+    Log log;
+    app.teardown_request([&](std::exception_ptr) { log.add("teardown " + id_now()); });
+    CHECK_THROWS_AS(web::copy_current_request_storage(), ctxlocal::context_error);
+    Storage copy = Storage::null();
+    web::handle(app, Req{50}, [&] {
+        web::g->set("k", std::string("original's"));
+        copy = web::copy_current_request_storage();
+        CHECK(copy != Storage::current());
+    });
+    CHECK(log.lines() == std::vector<std::string>{"teardown id=50"});
+    const std::string seen = copy.run([] {
+        return id_now() + " g=" + web::g->get_or<std::string>("k", "-") +
+               " depth=" + std::to_string(web::request_context_depth());
+    });
+    CHECK(seen == "id=50 g=- depth=1");  // the same request (a copy: handle() had it by value), its own g
+    copy = Storage::null();
+    CHECK(log.lines() == std::vector<std::string>{"teardown id=50", "teardown id=50"});
+}

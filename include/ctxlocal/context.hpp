@@ -379,6 +379,14 @@ public:
     template <class R>
     static Storage make_storage(App& app, R&& request);
 
+    /// Fan-out for tasks: a new Storage with a copy of the active request context pushed in it (the same
+    /// request object and App; its own application context, `g`, stack and teardown), as make_storage
+    /// would make for it. Start each concurrent task of a request in one: `ctxlocal::start(t,
+    /// web::copy_current_request_storage())`. A request given to handle() by value is copied (see
+    /// copy_current_request_context). Throws context_error when no request context is active, or when such
+    /// a request cannot be copied. Allocates.
+    static Storage copy_current_request_storage();
+
 private:
     // Defined in detail/context_serve.hpp.
     static std::shared_ptr<Request> borrow(Request* request) noexcept;

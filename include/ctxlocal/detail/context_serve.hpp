@@ -38,6 +38,19 @@ auto Contexts<App, Request, G>::copy_current_request_context(F f) {
 }
 
 template <class App, class Request, class G>
+Storage Contexts<App, Request, G>::copy_current_request_storage() {
+    const Frame* top = active_request_frame();
+    if (top == nullptr) {
+        throw context_error(
+            "copy_current_request_storage(): Working outside of request context. Call it while a request "
+            "is bound (inside web::handle(...), a pushed web::RequestContext or a Storage from "
+            "web::make_storage), so that there is a request to copy.");
+    }
+    const auto* ctx = static_cast<const RequestContext*>(top->ctx);
+    return make_storage(*top->app, shareable(ctx->request_));
+}
+
+template <class App, class Request, class G>
 template <class R, class H>
 auto Contexts<App, Request, G>::handle(App& app, R&& request, H&& handler)
     -> detail::by_value_t<handler_result_t<H>> {
