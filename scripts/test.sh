@@ -7,6 +7,9 @@
 #
 # Legs:
 #   format       clang-format --dry-run -Werror over include/ tests/ examples/ benchmarks/
+#   tidy         clang-tidy (.clang-tidy, warnings as errors) over every public header, C++17 and C++20
+#   docs         every relative link, cited test case and cited path in README.md, docs/, CHANGELOG.md exists
+#                (scripts/check_docs.py)
 #   gcc          g++,     CMake + ninja, -O2 with asserts, ctest           (build/gcc)
 #   clang        clang++ -std=c++20, CMake + ninja, -O2 with asserts, ctest (build/clang)
 #   tsan         clang++, ThreadSanitizer, ctest                           (build/tsan)
@@ -30,13 +33,13 @@ source "$ROOT/scripts/lib.sh"
 
 # Debian packages the legs need. Extend this list when a leg needs more.
 PACKAGES=(
-    g++ clang libclang-rt-14-dev clang-format
+    g++ clang libclang-rt-14-dev clang-format clang-tidy
     cmake ninja-build meson pkg-config git python3 valgrind
     doctest-dev libcpp-httplib-dev libasio-dev libboost1.74-dev
     libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc
 )
 
-ALL_LEGS=(format gcc clang tsan asan meson integration valgrind fuzz)
+ALL_LEGS=(format docs tidy gcc clang tsan asan meson integration valgrind fuzz)
 JOBS="$(jobs_count)"
 
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1}"
@@ -150,6 +153,20 @@ leg_valgrind() {
     (cd build/valgrind && CTXLOCAL_MODEL_OPS="${CTXLOCAL_MODEL_OPS:-60000}" \
         ctest --output-on-failure --no-tests=error --parallel "$JOBS" -L unit)
 }
+
+leg_tidy() {
+    local tu="$ROOT/build/tidy/headers.cpp"
+    mkdir -p "$ROOT/build/tidy"
+    printf '#include <ctxlocal/ctxlocal.hpp>\n#include <ctxlocal/asio.hpp>\n' >"$tu"
+    "${CLANG_TIDY:-clang-tidy}" --version
+    log "clang-tidy, C++20: every header (task.hpp, storage_promise.hpp and asio.hpp included)"
+    "${CLANG_TIDY:-clang-tidy}" --quiet "$tu" -- -std=c++20 -I"$ROOT/include"
+    printf '#include <ctxlocal/ctxlocal.hpp>\n' >"$tu"
+    log "clang-tidy, C++17: the umbrella header"
+    "${CLANG_TIDY:-clang-tidy}" --quiet "$tu" -- -std=c++17 -I"$ROOT/include"
+}
+
+leg_docs() { python3 "$ROOT/scripts/check_docs.py"; }
 
 leg_fuzz() { CTXLOCAL_FUZZ_DIR="$ROOT/build/fuzz" bash "$ROOT/tests/fuzz/run.sh"; }
 

@@ -704,6 +704,29 @@ TEST_CASE("Contexts.AllocationFailure.push_changes_nothing" * doctest::skip(no_a
     }).join();
 }
 
+TEST_CASE("Contexts.AllocationFailure.teardown_errors_are_collected_without_allocating" *
+          doctest::skip(no_allocation_injection)) {
+    // A context destroyed while pushed is popped from its (noexcept) destructor; its callbacks' exceptions
+    // are collected there. With every allocation failing, collecting them must not allocate (that would
+    // end in std::terminate); the incidents, whose messages need memory, are dropped.
+    App app;
+    int ran = 0;
+    for (int i = 0; i < 10; ++i) {  // more than are kept inline
+        app.teardown_request([&](std::exception_ptr) {
+            ++ran;
+            throw 1;  // an int: the exception object comes from the runtime, not operator new
+        });
+    }
+    {
+        web::RequestContext doomed{app, Req{1}};
+        doomed.push();
+        fail_every_allocation = true;
+    }  // std::terminate here if collecting the errors allocated
+    fail_every_allocation = false;
+    CHECK(ran == 10);
+    check_popped();
+}
+
 TEST_CASE("Contexts.TeardownThrows.one_callback_rethrown_after_full_pop") {
     Recorder rec({"r1"});
     web::RequestContext ctx{rec.app, Req{1}};

@@ -5,6 +5,7 @@
 // destroyed with its Storage entered (tokio's rule); a task type of one's own becomes storage-aware
 // through storage_promise.
 #include <doctest/doctest.h>
+#include <ctxlocal/context.hpp>
 #include <ctxlocal/local.hpp>
 #include <ctxlocal/local_stack.hpp>
 #include <ctxlocal/storage.hpp>
@@ -332,6 +333,63 @@ TEST_CASE("Task.Destroy.a_suspended_task_is_destroyed_with_its_storage_entered" 
     CHECK(seen_storage == request);
     CHECK(seen_who == "request");
     CHECK(destroying_thread_clean);
+}
+
+namespace {
+struct TaskApp : ctxlocal::AppHooks {};
+struct TaskRequest {
+    int id = 0;
+};
+using task_web = ctxlocal::Contexts<TaskApp, TaskRequest>;
+std::string task_request_now() {
+    return task_web::has_request_context() ? "id=" + std::to_string(task_web::request->id) : "id=-";
+}
+}  // namespace
+
+TEST_CASE("Task.Destroy.a_suspended_request_task_is_torn_down_once_on_the_destroying_thread" *
+          doctest::timeout(30)) {
+    // A request served by a coroutine that is destroyed while suspended, on another thread that serves a
+    // request of its own: the request's teardown runs exactly once, there, with the task's request bound;
+    // the destroying thread's own request is bound again afterwards.
+    TaskApp app;
+    std::vector<std::string> log;
+    std::mutex log_mutex;
+    app.teardown_request([&](std::exception_ptr) {
+        std::lock_guard<std::mutex> lock(log_mutex);
+        log.push_back("teardown " + task_request_now());
+    });
+    std::coroutine_handle<> parked = nullptr;
+    struct Park {
+        std::coroutine_handle<>* slot;
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<> h) const noexcept { *slot = h; }
+        void await_resume() const noexcept {}
+    };
+    std::string seen_before_park;
+    auto body = [&]() -> task<void> {
+        seen_before_park = task_request_now();
+        co_await Park{&parked};
+        seen_before_park = "resumed (must not happen)";
+    };
+    auto t = std::make_unique<task<void>>(body());
+    {
+        Storage request = task_web::make_storage(app, TaskRequest{77});
+        auto h = t->handle();
+        h.promise().run_as_root(request);
+        h.resume();  // runs to Park: suspended; the task holds the only handle now
+    }
+    REQUIRE(parked);
+    CHECK(seen_before_park == "id=77");
+    CHECK_FALSE(task_web::has_request_context());
+    std::string after;
+    std::thread([&] {
+        task_web::RequestContext own{app, TaskRequest{5}};
+        auto guard = own.scope();
+        t.reset();  // destroyed while suspended
+        after = task_request_now() + " depth=" + std::to_string(task_web::request_context_depth());
+    }).join();
+    CHECK(after == "id=5 depth=1");
+    CHECK(log == std::vector<std::string>{"teardown id=77", "teardown id=5"});
 }
 
 TEST_CASE("Task.Destroy.local_destroyed_while_a_suspended_task_holds_its_value" * doctest::timeout(30)) {

@@ -4,8 +4,8 @@
 // The main thread waits for readable connections; a pool thread takes one, answers every complete
 // request buffered on it, and re-arms it (EPOLLONESHOT: a connection is on one pool thread at a time,
 // but its successive requests may run on different threads, interleaved with other connections').
-// ctxlocal here: every request is bound with web::handle(), which also pops whatever an earlier request
-// on the same pool thread left pushed, so each request starts clean.
+// ctxlocal here: every request is bound with web::handle(), which pops whatever the handler left pushed,
+// so the pool thread is clean after every request and the next one starts clean.
 //
 //   pool_server --port 0 --threads 8
 // Built as pool_server_explicit (CTXLOCAL_SERVERS_EXPLICIT), the same server without ctxlocal.

@@ -10,6 +10,7 @@
 #include "config.hpp"
 #include "detail/marks.hpp"
 #include "errors.hpp"
+#include "incident.hpp"
 
 namespace ctxlocal {
 inline namespace CTXLOCAL_ABI_NAMESPACE {
@@ -76,24 +77,6 @@ private:
 
     std::vector<Callback> teardown_request_;
     std::vector<Callback> teardown_appcontext_;
-};
-
-/// Something that went wrong where no exception could be thrown, reported to the handler set with
-/// `Contexts::set_incident_handler` (by default, printed to stderr).
-struct Incident {
-    enum class Kind {
-        /// `handle()` found a context still pushed after the handler returned (or at its start) and
-        /// popped it, running its teardown.
-        leaked_context,
-        /// A teardown callback threw where its exception could not be thrown to the caller: while another
-        /// exception was already propagating (from `run()`, `handle()` or a `scope()` guard being
-        /// unwound; that exception wins), or while a context's destructor or the start of `handle()`
-        /// popped contexts left pushed. The message says which.
-        suppressed_teardown_error,
-    };
-    Kind kind;
-    std::string message;
-    std::exception_ptr error;  // the suppressed exception, for suppressed_teardown_error
 };
 
 }  // namespace CTXLOCAL_ABI_NAMESPACE

@@ -27,8 +27,10 @@ public:
     using error::error;
 };
 
-/// Thrown on misuse of push/pop: popping a context that is not the active one, that was never
-/// pushed, or when none is active; copying a request context when none is active.
+/// Thrown on misuse of contexts and Storages: popping a context that is not the active one, that was
+/// never pushed, or when none is active; copying a request context when none is active; a null
+/// `std::shared_ptr` request; entering a null Storage, one entered on another thread, or more than 64
+/// nested Scopes; starting an empty task; binding an executor to a null Storage.
 class context_error : public error {
 public:
     using error::error;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "detail/by_value.hpp"
 #include "local.hpp"
 #include "local_stack.hpp"
 
@@ -65,6 +66,8 @@ public:
     template <class F>
     auto wrap(F f) const {
         return [manager = *this, f = std::move(f)](auto&&... args) mutable {
+            static_assert(
+                detail::check_by_value<decltype(std::invoke(f, std::forward<decltype(args)>(args)...))>());
             Scope guard(manager);
             return std::invoke(f, std::forward<decltype(args)>(args)...);
         };

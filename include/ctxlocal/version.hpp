@@ -3,7 +3,7 @@
 #pragma once
 
 #define CTXLOCAL_VERSION_MAJOR 0
-#define CTXLOCAL_VERSION_MINOR 1
+#define CTXLOCAL_VERSION_MINOR 2
 #define CTXLOCAL_VERSION_PATCH 0
 
 /// The version as one number: major * 10000 + minor * 100 + patch.

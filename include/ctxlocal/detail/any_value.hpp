@@ -37,7 +37,8 @@ public:
 
     /// True when a T is stored inside the holder.
     template <class T>
-    static constexpr bool stored_inline = sizeof(T) <= inline_size && alignof(T) <= inline_align;
+    static constexpr bool stored_inline =
+        sizeof(T) <= inline_size && alignof(T) <= inline_align;  // NOLINT(misc-redundant-expression): per T
 
     AnyValue() noexcept = default;
     AnyValue(const AnyValue&) = delete;

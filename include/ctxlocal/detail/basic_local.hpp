@@ -69,7 +69,7 @@ public:
     }
 
     /// Returns the calling thread's value, or nullptr when it has none. Never creates one.
-    /// The fast path: one thread-local load, a bounds check and a load. No lock, no atomic
+    /// The fast path: the id, one thread-local load, a bounds check and the slot. No lock, no atomic
     /// read-modify-write, never allocates. Thread-safe.
     T* get() noexcept {
         // Relaxed: nothing read here was published by the thread that set the id. The slot is the calling

@@ -1,5 +1,5 @@
-// Private machinery behind the context stacks: a frame stack that allocates nothing in steady state,
-// and teardown helpers.
+// Private machinery behind the context stack: a frame stack that allocates nothing in steady state, and
+// teardown helpers (running callbacks, collecting their errors without allocating, naming contexts).
 #pragma once
 
 #include <cstddef>
@@ -25,9 +25,9 @@ namespace detail {
 template <class Frame>
 class FrameStack {
 public:
-    /// Makes sure the next push() cannot throw. May allocate.
-    void reserve_next() {
-        if (size_ == frames_.size()) frames_.push_back(std::make_unique<Frame>());
+    /// Makes sure the next `n` push() calls cannot throw. May allocate.
+    void reserve_next(std::size_t n = 1) {
+        while (size_ + n > frames_.size()) frames_.push_back(std::make_unique<Frame>());
     }
     /// Pushes a frame and returns it, with the field values the previous user left (the caller sets
     /// every field). Call reserve_next() first.
@@ -62,11 +62,52 @@ inline bool has_teardown(const App& app, bool request_callbacks) noexcept {
     }
 }
 
+/// The exceptions teardown callbacks threw during one pop, first first. Collecting them never allocates
+/// for the first `inline_capacity` (teardown runs in noexcept paths, where an allocation failure would
+/// end the process); more are kept in a vector when memory allows, and counted as lost when not.
+class TeardownErrors {
+public:
+    static constexpr std::size_t inline_capacity = 8;
+
+    void add(std::exception_ptr error) noexcept {
+        if (size_ < inline_capacity) {
+            first_[size_++] = std::move(error);
+            return;
+        }
+        try {
+            more_.push_back(std::move(error));
+            ++size_;
+        } catch (...) {
+            ++lost_;  // out of memory: counted, reported with the others
+        }
+    }
+    bool empty() const noexcept { return size_ == 0 && lost_ == 0; }
+    std::size_t size() const noexcept { return size_; }
+    /// How many could not be kept for lack of memory.
+    std::size_t lost() const noexcept { return lost_; }
+    const std::exception_ptr& operator[](std::size_t i) const noexcept {
+        return i < inline_capacity ? first_[i] : more_[i - inline_capacity];
+    }
+    /// Every kept exception, as a vector. Allocates.
+    std::vector<std::exception_ptr> to_vector() const {
+        std::vector<std::exception_ptr> out;
+        out.reserve(size_);
+        for (std::size_t i = 0; i < size_; ++i) out.push_back((*this)[i]);
+        return out;
+    }
+
+private:
+    std::exception_ptr first_[inline_capacity];
+    std::vector<std::exception_ptr> more_;
+    std::size_t size_ = 0;
+    std::size_t lost_ = 0;
+};
+
 /// Calls every teardown callback of `app` of one kind in reverse registration order, each with `error`,
 /// collecting what they throw into `errors`. Does nothing for an App that does not derive from AppHooks.
 template <class App>
 inline void run_teardown(App& app, bool request_callbacks, const std::exception_ptr& error,
-                         std::vector<std::exception_ptr>& errors) noexcept {
+                         TeardownErrors& errors) noexcept {
     if constexpr (std::is_base_of_v<AppHooks, App>) {
         const AppHooks& hooks = app;
         const auto& callbacks =
@@ -78,7 +119,7 @@ inline void run_teardown(App& app, bool request_callbacks, const std::exception_
             try {
                 callbacks[i](error);
             } catch (...) {
-                errors.push_back(std::current_exception());
+                errors.add(std::current_exception());
             }
         }
     } else {
@@ -98,30 +139,16 @@ inline std::string message_of(const std::exception_ptr& error) {
 }
 
 /// Throws what teardown collected: the one exception itself, or a teardown_error listing them all.
-[[noreturn]] inline void throw_teardown_errors(std::vector<std::exception_ptr> errors) {
-    if (errors.size() == 1) std::rethrow_exception(errors.front());
-    std::string message = "ctxlocal: " + std::to_string(errors.size()) +
+[[noreturn]] inline void throw_teardown_errors(const TeardownErrors& errors) {
+    if (errors.size() == 1 && errors.lost() == 0) std::rethrow_exception(errors[0]);
+    std::string message = "ctxlocal: " + std::to_string(errors.size() + errors.lost()) +
                           " teardown callbacks threw (the context was popped and every callback ran): ";
     for (std::size_t i = 0; i < errors.size(); ++i) {
         message += (i == 0 ? "" : "; ") + message_of(errors[i]);
     }
-    throw teardown_error(message, std::move(errors));
+    if (errors.lost() != 0) message += "; " + std::to_string(errors.lost()) + " more lost (out of memory)";
+    throw teardown_error(message, errors.to_vector());
 }
-
-/// The result of a call, held across the pop that follows it (references stay references).
-template <class R>
-struct Returned {
-    template <class F>
-    explicit Returned(F& f) : value(f()) {}
-    R value;
-};
-template <>
-struct Returned<void> {
-    template <class F>
-    explicit Returned(F& f) {
-        f();
-    }
-};
 
 }  // namespace detail
 }  // namespace CTXLOCAL_ABI_NAMESPACE
