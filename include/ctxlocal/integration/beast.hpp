@@ -16,12 +16,12 @@
 //     ctxlocal::integration::serve_beast_connection<web>(socket, app, make_request, handler);
 //
 // beast_handle() binds one request: the user handler runs inside `web::handle(app, make_request(in), ...)`,
-// with handle()'s guarantees (the request and a fresh `g` bound for the handler and what it calls; the
-// thread's context stacks empty afterwards, also when the handler threw or left contexts pushed, which are
-// popped and reported as leaked_context). serve_beast_connection() is a keep-alive loop that reads each
-// request with Beast and answers it through beast_handle(). Synchronous only: the asynchronous Beast server
-// (a request's handler spread over completion handlers on io_context threads) needs context propagation
-// across those handlers and is not covered here.
+// with handle()'s guarantees (the request and a fresh `g` bound for the handler and what it calls; afterwards
+// the thread's context stacks as they were before, also when the handler threw or left contexts pushed,
+// which are popped and reported as leaked_context). serve_beast_connection() is a keep-alive loop
+// that reads each request with Beast and answers it through beast_handle(). Synchronous only: the
+// asynchronous Beast server (a request's handler spread over completion handlers on io_context threads) needs
+// context propagation across those handlers and is not covered here.
 #pragma once
 
 #include <atomic>
@@ -85,7 +85,7 @@ inline boost::beast::http::response<boost::beast::http::string_body> beast_error
 /// here (prepare_payload()) and whose keep-alive is the request's unless the handler asked for close. A
 /// request Beast cannot parse gets 400 (431/413 over the limits) and closes; an exception from
 /// make_request or the handler gets 500 and closes. Never throws; does not close `stream`. The calling
-/// thread's context stacks are empty after every request (handle()'s guarantee).
+/// thread's context stacks are after every request as before it (handle()'s guarantee).
 template <class Web, class Stream, class App, class MakeRequest, class Handler>
 void serve_beast_connection(Stream& stream, App& app, const MakeRequest& make_request, Handler&& handler,
                             const BeastConnectionOptions& options = {}) noexcept {

@@ -12,8 +12,9 @@
 //
 // Each call of the returned handler runs the user handler inside `web::handle(app, make_request(in), ...)`,
 // so it has handle()'s guarantees on httplib's pooled threads: the request (and a fresh `g`) is bound for
-// the handler and everything it calls, and afterwards the thread's context stacks are empty, also when the
-// handler threw or left contexts pushed (those are popped and reported as leaked_context).
+// the handler and everything it calls, and afterwards the thread's context stacks are as they were before
+// (empty on httplib's pool threads), also when the handler threw or left contexts pushed (those are
+// popped and reported as leaked_context).
 #pragma once
 
 #include <httplib.h>
