@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the benchmarks in Release (-O2) and runs everything: the Google Benchmark binary (5 repetitions,
-# medians), the callgrind instruction counts, callgrind profiles of selected rows, and the werkzeug/Flask
-# timings, and the server overhead under wrk (examples/servers/overhead.sh); then writes
-# benchmarks/RESULTS.md and benchmarks/results.svg.
+# medians), the callgrind instruction counts, callgrind profiles of selected rows, the werkzeug/Flask and
+# contextvars/asyncio timings, and the server overhead under wrk (examples/servers/overhead.sh); then
+# writes benchmarks/RESULTS.md and benchmarks/results.svg.
 #
 #   bash benchmarks/run.sh            # everything (about 5-8 minutes on 2 cores)
 #   BENCH_FILTER='Read|PushPop' bash benchmarks/run.sh    # a subset of rows (the report shows what ran)
@@ -60,7 +60,7 @@ ir_of() {  # <peer> <iterations>: total Ir of one run
     valgrind --tool=callgrind --callgrind-out-file="$f" "$build/ctxlocal_callgrind_read" "$1" "$2" >/dev/null 2>&1
     grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}'
 }
-for peer in raw_thread_local ctxlocal ctxlocal_shared_library ctxlocal_shared_library_dynamic_tls \
+for peer in raw_thread_local ctxlocal ctxlocal_in_storage ctxlocal_shared_library ctxlocal_shared_library_dynamic_tls \
             raw_thread_local_shared_library raw_thread_local_shared_library_dynamic_tls \
             pthread_getspecific boost_tss tbb_ets mutex_map \
             raw_thread_local_pointer proxy_over_local proxy_over_stack proxy_over_local_pointer; do
@@ -89,14 +89,19 @@ profile() {  # <name> <exact benchmark name> <function pattern>...: cost inside 
 profile "Replace/ctxlocal (Local::emplace)" "Replace/ctxlocal/real_time/threads:1" '*Ctx::replace*'
 profile "ThreadStart4/ctxlocal (set 4 values + thread-exit teardown)" "ThreadStart4/ctxlocal/real_time" \
     '*Ctx::set4*' '*Registry::on_thread_exit*'
+if "$build/ctxlocal_bench" --benchmark_list_tests | grep StorageScope >/dev/null; then
+    profile "StorageScope/ctxlocal (Storage::Scope enter+leave)" "StorageScope/ctxlocal/real_time/threads:1" \
+        '*storage::scope_enter_leave*'
+fi
 if "$build/ctxlocal_bench" --benchmark_list_tests | grep AppContextPushPop >/dev/null; then
     profile "AppContextPushPop/ctxlocal" "AppContextPushPop/ctxlocal/real_time/threads:1" '*app_push_pop*'
     profile "RequestContextPushPop/ctxlocal" "RequestContextPushPop/ctxlocal/real_time/threads:1" '*request_push_pop*'
 fi
 
 # --- werkzeug / Flask -----------------------------------------------------------------------------------
-echo "== python: werkzeug and Flask"
+echo "== python: werkzeug and Flask; contextvars and asyncio"
 python3 "$here/python/bench_werkzeug.py" --repeat "$reps" --out "$out/python.json"
+python3 "$here/python/bench_contextvars.py" --repeat "$reps" --out "$out/python_contextvars.json"
 
 # --- server overhead under wrk --------------------------------------------------------------------------
 overhead_runs="${BENCH_OVERHEAD_RUNS:-3}"
@@ -112,6 +117,7 @@ fi
 
 # --- report ---------------------------------------------------------------------------------------------
 python3 "$here/report.py" --bench "$out/bench.json" --python "$out/python.json" \
+    --python "$out/python_contextvars.json" \
     --callgrind "$out/callgrind.txt" "${profile_args[@]}" --compiler "$compiler_version" --flags="$flags" \
     --repetitions "$reps" --load "$load_at_start" --out "$here/RESULTS.md" --chart "$here/results.svg" \
     --overhead "$out/overhead.txt"
