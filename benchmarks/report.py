@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Writes benchmarks/RESULTS.md (and the chart) from the outputs of run.sh.
 
-    python3 benchmarks/report.py --bench bench.json [--python python.json] [--callgrind callgrind.txt]
-        [--profile NAME=FILE ...] [--compiler "g++ 12.2"] [--flags "-O2"] --out RESULTS.md [--chart results.svg]
+    python3 benchmarks/report.py --bench bench.json [--python python.json ...] [--callgrind callgrind.txt]
+        [--callgrind-storage callgrind_storage.txt] [--profile NAME=FILE ...] [--compiler "g++ 12.2"]
+        [--flags "-O2"] --out RESULTS.md [--chart results.svg]
+
+A partial run (run.sh with BENCH_FILTER, or ctxlocal_bench --benchmark_filter=...) is fine: rows and targets
+that were not run show as "not measured".
 
 Standard library only. --bench is Google Benchmark JSON run with --benchmark_repetitions and
 --benchmark_report_aggregates_only (the medians are used). --callgrind has lines "<peer> <N1> <Ir1> <N2>
-<Ir2>"; instructions per read = (Ir2 - Ir1) / (N2 - N1). The chart is drawn with gnuplot when it is
+<Ir2>"; instructions per read = (Ir2 - Ir1) / (N2 - N1); --callgrind-storage the same per operation of the
+propagation rows. The chart is drawn with gnuplot when it is
 installed, else with matplotlib when importable, else skipped.
 """
 import argparse
@@ -210,7 +215,7 @@ class Report:
         return "\n".join(lines)
 
 
-def targets(rep, callgrind):
+def targets(rep, callgrind, callgrind_storage=None):
     """Each target: (operation, target, measured, met) with met None when not measured."""
     out = []
 
@@ -306,12 +311,12 @@ def targets(rep, callgrind):
     if rf and rf_floor:
         add("`request->field`", "≤ 2x raw `thread_local` pointer + load", f"{rf / rf_floor:.2f}x ({fmt_t(rf)} vs {fmt_t(rf_floor)})",
             rf / rf_floor <= 2)
-    storage_targets(rep, callgrind, add)
+    storage_targets(rep, callgrind, callgrind_storage or {}, add)
     return out
 
 
-def storage_targets(rep, callgrind, add):
-    """Issue 12's speed table: Storage, wrap, ctxlocal::task (bench_storage.cpp)."""
+def storage_targets(rep, callgrind, cg, add):
+    """Issue 12's speed table: Storage, wrap, ctxlocal::task (bench_storage.cpp); cg: callgrind_storage."""
     sc, swap = rep.ns("StorageScope", CTX), rep.ns("StorageScope", "raw_thread_local_swap")
     for label, limit in (("`Storage::Scope` enter+leave", 3), ("`Storage::Scope` enter+leave (goal)", 1.5)):
         target = f"≤ {limit}x a raw `thread_local` pointer swap + swap back, same call" + (" (about 5 ns)" if limit == 3 else "")
@@ -319,6 +324,10 @@ def storage_targets(rep, callgrind, add):
             add(label, target, f"{sc / swap:.2f}x ({fmt_t(sc)} vs {fmt_t(swap)})", sc / swap <= limit)
         else:
             add(label, target, "not measured", None)
+    if "StorageScope/ctxlocal" in cg and "StorageScope/raw_thread_local_swap" in cg:
+        c, r = cg["StorageScope/ctxlocal"], cg["StorageScope/raw_thread_local_swap"]
+        add("`Storage::Scope` enter+leave (callgrind)", "for comparison: instructions vs the raw swap",
+            f"{c / r:.2f}x ({c:.1f} vs {r:.1f} Ir/op, call and loop included)", "info")
     for peer, what in (("ctxlocal_nested", "nested (the Storage already entered on the thread)"), ("ctxlocal_run", "`Storage::run(f)`")):
         t = rep.ns("StorageScope", peer)
         if t and swap:
@@ -334,6 +343,10 @@ def storage_targets(rep, callgrind, add):
                 add(label + suffix, target, f"{t - f:+.2f} ns ({fmt_t(t)} vs {fmt_t(f)})", t - f <= limit)
             else:
                 add(label + suffix, target, "not measured", None)
+        if f"{op}/{CTX}" in cg and f"{op}/plain_task" in cg:
+            c, p = cg[f"{op}/{CTX}"], cg[f"{op}/plain_task"]
+            add(label + " (callgrind)", "for comparison: extra instructions per `co_await`",
+                f"{c - p:+.1f} Ir ({c:.1f} vs {p:.1f} Ir per `co_await`)", "info")
 
     for peer, what in (("ctxlocal_storage_current", "a Storage current at capture"), ("ctxlocal_no_storage", "none current (a fresh Storage)")):
         t = rep.ns("WrapCall", peer)
@@ -416,6 +429,7 @@ def main():
     ap.add_argument("--bench", required=True)
     ap.add_argument("--python", action="append", default=[], help="JSON of a python/bench_*.py (repeatable)")
     ap.add_argument("--callgrind")
+    ap.add_argument("--callgrind-storage", help='lines "<op/peer> <N1> <Ir1> <N2> <Ir2>" (callgrind_storage.cpp)')
     ap.add_argument("--profile", action="append", default=[], help="NAME=FILE (callgrind_annotate output)")
     ap.add_argument("--compiler", default="")
     ap.add_argument("--flags", default="")
@@ -429,6 +443,7 @@ def main():
     bench_ctx, rows = parse_bench(args.bench)
     rep = Report(rows)
     callgrind = parse_callgrind(args.callgrind)
+    callgrind_storage = parse_callgrind(args.callgrind_storage)
     py = None
     for path in args.python:
         if not os.path.exists(path):
@@ -478,7 +493,7 @@ def main():
     md.append("## Targets (computed from this run)\n")
     md.append("| operation | target | measured | status |")
     md.append("|---|---|---|---|")
-    rows_t = list(targets(rep, callgrind))
+    rows_t = list(targets(rep, callgrind, callgrind_storage))
     rows_t.append(("`pool_server` with context binding vs without, under `wrk`", "throughput ratio ≥ 0.97",
                    f"{overhead_ratio:.3f}" if overhead_ratio is not None else "–",
                    None if overhead_ratio is None else overhead_ratio >= 0.97))
@@ -487,6 +502,17 @@ def main():
                   True: "**met**", False: "**missed**", "inconclusive": "**inconclusive** (machine busy)"}[met]
         md.append(f"| {op} | {target} | {measured} | {status} |")
     md.append("")
+
+    if callgrind_storage:
+        md.append("## Instructions per propagation operation (callgrind)\n")
+        md.append("`valgrind --tool=callgrind` on `ctxlocal_callgrind_storage <row> N` for two N (the operations of "
+                  "`bench_storage.cpp`, through the same out-of-line functions); Ir/op = ΔIr / ΔN. Includes the call "
+                  "and the loop; for the task rows, the child's allocation and the coroutine machinery.\n")
+        md.append("| row | Ir/op |")
+        md.append("|---|---|")
+        for row, ir in callgrind_storage.items():
+            md.append(f"| `{row}` | {ir:.1f} |")
+        md.append("")
 
     if callgrind:
         md.append("## Instructions per read (callgrind)\n")

@@ -69,6 +69,25 @@ for peer in raw_thread_local ctxlocal ctxlocal_in_storage ctxlocal_shared_librar
     echo "$peer $n1 $a $n2 $b" | tee -a "$out/callgrind.txt"
 done
 
+# --- callgrind: instructions per operation of the propagation rows (bench_storage.cpp) -------------------
+: >"$out/callgrind_storage.txt"
+if [ -x "$build/ctxlocal_callgrind_storage" ]; then
+    echo "== callgrind: instructions per Storage/wrap/task operation"
+    ir_of_op() {  # <op> <iterations>: total Ir of one run
+        local f="$out/callgrind.storage.${1//[^A-Za-z0-9]/_}.$2"
+        valgrind --tool=callgrind --callgrind-out-file="$f" "$build/ctxlocal_callgrind_storage" "$1" "$2" \
+            >/dev/null 2>&1
+        grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}'
+    }
+    for op in StorageScope/raw_thread_local_swap StorageScope/ctxlocal StorageScope/ctxlocal_nested \
+              WrapCall/std_function WrapCall/ctxlocal_storage_current WrapCall/ctxlocal_no_storage \
+              TaskAwait/plain_task TaskAwait/ctxlocal TaskSuspend/plain_task TaskSuspend/ctxlocal; do
+        a="$(ir_of_op "$op" 20000)"
+        b="$(ir_of_op "$op" 40000)"
+        echo "$op 20000 $a 40000 $b" | tee -a "$out/callgrind_storage.txt"
+    done
+fi
+
 # --- callgrind: profiles of selected rows (evidence for the targets) ------------------------------------
 echo "== callgrind: profiles"
 profile_args=()
@@ -118,7 +137,7 @@ fi
 # --- report ---------------------------------------------------------------------------------------------
 python3 "$here/report.py" --bench "$out/bench.json" --python "$out/python.json" \
     --python "$out/python_contextvars.json" \
-    --callgrind "$out/callgrind.txt" "${profile_args[@]}" --compiler "$compiler_version" --flags="$flags" \
+    --callgrind "$out/callgrind.txt" --callgrind-storage "$out/callgrind_storage.txt" "${profile_args[@]}" --compiler "$compiler_version" --flags="$flags" \
     --repetitions "$reps" --load "$load_at_start" --out "$here/RESULTS.md" --chart "$here/results.svg" \
     --overhead "$out/overhead.txt"
 echo "== done: $here/RESULTS.md, $here/results.svg"
