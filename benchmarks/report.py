@@ -374,7 +374,8 @@ def chart(rep, path, workdir):
     """Clustered bars, ns/op on 1 thread (log scale), for the per-value operations and every peer."""
     ops = [op for op in ("Read", "Replace", "MakeReset", "PushPop", "Top", "FirstUse") if rep.peers(op)]
     peers = ["raw_thread_local", "ctxlocal", "pthread_getspecific", "boost_tss", "tbb_ets", "mutex_map"]
-    if not ops:
+    peers = [p for p in peers if any(rep.ns(op, p) for op in ops)]  # a partial run (BENCH_FILTER) lacks some
+    if not ops or not peers:
         return None
     dat = os.path.join(workdir, "chart.dat")
     with open(dat, "w") as f:

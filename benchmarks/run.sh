@@ -108,10 +108,6 @@ profile() {  # <name> <exact benchmark name> <function pattern>...: cost inside 
 profile "Replace/ctxlocal (Local::emplace)" "Replace/ctxlocal/real_time/threads:1" '*Ctx::replace*'
 profile "ThreadStart4/ctxlocal (set 4 values + thread-exit teardown)" "ThreadStart4/ctxlocal/real_time" \
     '*Ctx::set4*' '*Registry::on_thread_exit*'
-if "$build/ctxlocal_bench" --benchmark_list_tests | grep StorageScope >/dev/null; then
-    profile "StorageScope/ctxlocal (Storage::Scope enter+leave)" "StorageScope/ctxlocal/real_time/threads:1" \
-        '*storage::scope_enter_leave*'
-fi
 if "$build/ctxlocal_bench" --benchmark_list_tests | grep AppContextPushPop >/dev/null; then
     profile "AppContextPushPop/ctxlocal" "AppContextPushPop/ctxlocal/real_time/threads:1" '*app_push_pop*'
     profile "RequestContextPushPop/ctxlocal" "RequestContextPushPop/ctxlocal/real_time/threads:1" '*request_push_pop*'
