@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <ctxlocal/storage.hpp>
+
 #include "peers.hpp"
 
 namespace {
@@ -40,6 +42,11 @@ int main(int argc, char** argv) {
         RawTls::ensure();
         sum = loop(n, [] { return *RawTls::get(); });
     } else if (std::strcmp(peer, "ctxlocal") == 0) {
+        Ctx::ensure();
+        sum = loop(n, [] { return *Ctx::get(); });
+    } else if (std::strcmp(peer, "ctxlocal_in_storage") == 0) {
+        const ctxlocal::Storage storage;
+        const ctxlocal::Storage::Scope in(storage);  // the same get(), reading the Storage's value
         Ctx::ensure();
         sum = loop(n, [] { return *Ctx::get(); });
     } else if (std::strcmp(peer, "ctxlocal_shared_library") == 0) {

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Writes benchmarks/RESULTS.md (and the chart) from the outputs of run.sh.
 
-    python3 benchmarks/report.py --bench bench.json [--python python.json] [--callgrind callgrind.txt]
-        [--profile NAME=FILE ...] [--compiler "g++ 12.2"] [--flags "-O2"] --out RESULTS.md [--chart results.svg]
+    python3 benchmarks/report.py --bench bench.json [--python python.json ...] [--callgrind callgrind.txt]
+        [--callgrind-storage callgrind_storage.txt] [--profile NAME=FILE ...] [--compiler "g++ 12.2"]
+        [--flags "-O2"] --out RESULTS.md [--chart results.svg]
+
+A partial run (run.sh with BENCH_FILTER, or ctxlocal_bench --benchmark_filter=...) is fine: rows and targets
+that were not run show as "not measured".
 
 Standard library only. --bench is Google Benchmark JSON run with --benchmark_repetitions and
 --benchmark_report_aggregates_only (the medians are used). --callgrind has lines "<peer> <N1> <Ir1> <N2>
-<Ir2>"; instructions per read = (Ir2 - Ir1) / (N2 - N1). The chart is drawn with gnuplot when it is
+<Ir2>"; instructions per read = (Ir2 - Ir1) / (N2 - N1); --callgrind-storage the same per operation of the
+propagation rows. The chart is drawn with gnuplot when it is
 installed, else with matplotlib when importable, else skipped.
 """
 import argparse
@@ -32,7 +37,8 @@ RAW_SO_DYNAMIC = "raw_thread_local_shared_library_dynamic_tls"  # a plain thread
 OPERATIONS = OrderedDict(
     [
         ("Read", ("Read an existing value", "`Local::get()` + load; `ctxlocal_shared_library`: the same read compiled into a "
-                  "`-fPIC` shared library (`_dynamic_tls`: built with `-DCTXLOCAL_TLS_MODEL=`); peers: their read of an existing value")),
+                  "`-fPIC` shared library (`_dynamic_tls`: built with `-DCTXLOCAL_TLS_MODEL=`); `ctxlocal_in_storage`: the same "
+                  "`get()` inside an entered `ctxlocal::Storage`; peers: their read of an existing value")),
         ("FirstUse", ("First use on a thread (create)", "make the calling thread's value of an object it never used (batches of fresh objects, setup untimed)")),
         ("Replace", ("Replace", "`Local::emplace(v)`; pointer peers allocate a new value, inline peers (raw, tbb, map) assign")),
         ("MakeReset", ("Create + reset", "`value()` on a thread without a value, then `reset()` (LocalManager's per-request cleanup)")),
@@ -45,9 +51,22 @@ OPERATIONS = OrderedDict(
         ("AppContextPushPop", ("AppContext push+pop", "`ctx.push(); ctx.pop();` steady state; floor: thread_local vector of frames")),
         ("RequestContextPushPop", ("RequestContext push+pop", "with its implicit AppContext; floor: thread_local vector of frames")),
         ("RequestField", ("`request->field`", "`web::request->field` inside a pushed RequestContext; floor: thread_local pointer + load")),
+        ("StorageScope", ("`Storage::Scope` enter+leave", "`{ Storage::Scope in(s); }` on a Storage of the calling thread "
+                          "(`_nested`: one it has entered already; `_run`: `s.run(f)`, f trivial); floor: a raw "
+                          "`thread_local` pointer swapped and swapped back behind the same call")),
+        ("WrapCall", ("`wrap(f)` capture + call", "`auto w = ctxlocal::wrap(f); w();` (f: a lambda capturing a `long`) with a "
+                      "Storage current (entered) at capture, and with none (a fresh Storage is made and released); for "
+                      "scale: `std::function` capture + call")),
+        ("TaskAwait", ("`co_await` of a child task", "a task awaits a child task that completes at once (`co_return 1`), once "
+                       "per iteration, child frame allocated and freed each time; floor: `plain_task`, the same minimal lazy "
+                       "task without any ctxlocal (same symmetric transfer)")),
+        ("TaskSuspend", ("`co_await` of a suspending awaitable", "a task awaits an awaitable that suspends and resumes it at "
+                         "once; inside a `ctxlocal::task` every such `co_await` leaves the Storage and enters it again; "
+                         "floor: `plain_task`")),
     ]
 )
-FLOOR = {"ProxyDeref": "raw_thread_local_pointer", "ThreadStart4": RAW}
+FLOOR = {"ProxyDeref": "raw_thread_local_pointer", "ThreadStart4": RAW, "StorageScope": "raw_thread_local_swap",
+         "WrapCall": "std_function", "TaskAwait": "plain_task", "TaskSuspend": "plain_task"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -196,7 +215,7 @@ class Report:
         return "\n".join(lines)
 
 
-def targets(rep, callgrind):
+def targets(rep, callgrind, callgrind_storage=None):
     """Each target: (operation, target, measured, met) with met None when not measured."""
     out = []
 
@@ -292,14 +311,71 @@ def targets(rep, callgrind):
     if rf and rf_floor:
         add("`request->field`", "≤ 2x raw `thread_local` pointer + load", f"{rf / rf_floor:.2f}x ({fmt_t(rf)} vs {fmt_t(rf_floor)})",
             rf / rf_floor <= 2)
+    storage_targets(rep, callgrind, callgrind_storage or {}, add)
     return out
+
+
+def storage_targets(rep, callgrind, cg, add):
+    """Issue 12's speed table: Storage, wrap, ctxlocal::task (bench_storage.cpp); cg: callgrind_storage."""
+    sc, swap = rep.ns("StorageScope", CTX), rep.ns("StorageScope", "raw_thread_local_swap")
+    for label, limit in (("`Storage::Scope` enter+leave", 3), ("`Storage::Scope` enter+leave (goal)", 1.5)):
+        target = f"≤ {limit}x a raw `thread_local` pointer swap + swap back, same call" + (" (about 5 ns)" if limit == 3 else "")
+        if sc and swap:
+            add(label, target, f"{sc / swap:.2f}x ({fmt_t(sc)} vs {fmt_t(swap)})", sc / swap <= limit)
+        else:
+            add(label, target, "not measured", None)
+    if "StorageScope/ctxlocal" in cg and "StorageScope/raw_thread_local_swap" in cg:
+        c, r = cg["StorageScope/ctxlocal"], cg["StorageScope/raw_thread_local_swap"]
+        add("`Storage::Scope` enter+leave (callgrind)", "for comparison: instructions vs the raw swap",
+            f"{c / r:.2f}x ({c:.1f} vs {r:.1f} Ir/op, call and loop included)", "info")
+    for peer, what in (("ctxlocal_nested", "nested (the Storage already entered on the thread)"), ("ctxlocal_run", "`Storage::run(f)`")):
+        t = rep.ns("StorageScope", peer)
+        if t and swap:
+            add(f"`Storage::Scope` enter+leave, {what}", "for comparison: vs the raw swap",
+                f"{t / swap:.2f}x ({fmt_t(t)})", "info-time")
+
+    for op, label in (("TaskAwait", "extra cost per `co_await` of `ctxlocal::task`: awaiting a child task"),
+                      ("TaskSuspend", "extra cost per `co_await` of `ctxlocal::task`: a suspending awaitable (Storage left and entered)")):
+        t, f = rep.ns(op, CTX), rep.ns(op, "plain_task")
+        for limit, suffix in ((5, ""), (2, " (goal)")):
+            target = f"≤ {limit} ns over the same task without Storage"
+            if t and f:
+                add(label + suffix, target, f"{t - f:+.2f} ns ({fmt_t(t)} vs {fmt_t(f)})", t - f <= limit)
+            else:
+                add(label + suffix, target, "not measured", None)
+        if f"{op}/{CTX}" in cg and f"{op}/plain_task" in cg:
+            c, p = cg[f"{op}/{CTX}"], cg[f"{op}/plain_task"]
+            add(label + " (callgrind)", "for comparison: extra instructions per `co_await`",
+                f"{c - p:+.1f} Ir ({c:.1f} vs {p:.1f} Ir per `co_await`)", "info")
+
+    for peer, what in (("ctxlocal_storage_current", "a Storage current at capture"), ("ctxlocal_no_storage", "none current (a fresh Storage)")):
+        t = rep.ns("WrapCall", peer)
+        for limit, suffix in ((50, ""), (20, " (goal)")):
+            label = f"`wrap(f)` capture + call, {what}{suffix}"
+            if t:
+                add(label, f"≤ {limit} ns", f"{fmt_t(t)}, {fmt_allocs(rep.allocs('WrapCall', peer))} allocs/op", t <= limit)
+            else:
+                add(label, f"≤ {limit} ns", "not measured", None)
+
+    inside, outside = rep.ns("Read", "ctxlocal_in_storage"), rep.ns("Read", CTX)
+    for label, limit, target in (("`Local::get()` inside a Storage vs outside", 1.1, "≤ 1.1x"),
+                                 ("`Local::get()` inside a Storage vs outside (goal)", 1.03, "1.0x (≤ 1.03x: run-to-run noise)")):
+        if inside and outside:
+            add(label, target, f"{inside / outside:.2f}x ({fmt_t(inside)} vs {fmt_t(outside)})", inside / outside <= limit)
+        else:
+            add(label, target, "not measured", None)
+    if "ctxlocal_in_storage" in callgrind and CTX in callgrind:
+        r = callgrind["ctxlocal_in_storage"] / callgrind[CTX]
+        add("`Local::get()` inside a Storage vs outside (callgrind)", "for comparison: instructions",
+            f"{r:.2f}x ({callgrind['ctxlocal_in_storage']:.1f} vs {callgrind[CTX]:.1f} Ir/read)", "info")
 
 
 def chart(rep, path, workdir):
     """Clustered bars, ns/op on 1 thread (log scale), for the per-value operations and every peer."""
     ops = [op for op in ("Read", "Replace", "MakeReset", "PushPop", "Top", "FirstUse") if rep.peers(op)]
     peers = ["raw_thread_local", "ctxlocal", "pthread_getspecific", "boost_tss", "tbb_ets", "mutex_map"]
-    if not ops:
+    peers = [p for p in peers if any(rep.ns(op, p) for op in ops)]  # a partial run (BENCH_FILTER) lacks some
+    if not ops or not peers:
         return None
     dat = os.path.join(workdir, "chart.dat")
     with open(dat, "w") as f:
@@ -352,8 +428,9 @@ plot for [i=2:{len(peers) + 1}] '{dat}' using i:xtic(1) title columnheader(i)
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bench", required=True)
-    ap.add_argument("--python")
+    ap.add_argument("--python", action="append", default=[], help="JSON of a python/bench_*.py (repeatable)")
     ap.add_argument("--callgrind")
+    ap.add_argument("--callgrind-storage", help='lines "<op/peer> <N1> <Ir1> <N2> <Ir2>" (callgrind_storage.cpp)')
     ap.add_argument("--profile", action="append", default=[], help="NAME=FILE (callgrind_annotate output)")
     ap.add_argument("--compiler", default="")
     ap.add_argument("--flags", default="")
@@ -367,10 +444,16 @@ def main():
     bench_ctx, rows = parse_bench(args.bench)
     rep = Report(rows)
     callgrind = parse_callgrind(args.callgrind)
+    callgrind_storage = parse_callgrind(args.callgrind_storage)
     py = None
-    if args.python and os.path.exists(args.python):
-        with open(args.python) as f:
-            py = json.load(f)
+    for path in args.python:
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            one = json.load(f)
+        py = py or {"versions": {}, "results": {}}
+        py["versions"].update(one.get("versions", {}))
+        py["results"].update(one.get("results", {}))
 
     cpu, ncpu = machine()
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -411,7 +494,7 @@ def main():
     md.append("## Targets (computed from this run)\n")
     md.append("| operation | target | measured | status |")
     md.append("|---|---|---|---|")
-    rows_t = list(targets(rep, callgrind))
+    rows_t = list(targets(rep, callgrind, callgrind_storage))
     rows_t.append(("`pool_server` with context binding vs without, under `wrk`", "throughput ratio ≥ 0.97",
                    f"{overhead_ratio:.3f}" if overhead_ratio is not None else "–",
                    None if overhead_ratio is None else overhead_ratio >= 0.97))
@@ -420,6 +503,17 @@ def main():
                   True: "**met**", False: "**missed**", "inconclusive": "**inconclusive** (machine busy)"}[met]
         md.append(f"| {op} | {target} | {measured} | {status} |")
     md.append("")
+
+    if callgrind_storage:
+        md.append("## Instructions per propagation operation (callgrind)\n")
+        md.append("`valgrind --tool=callgrind` on `ctxlocal_callgrind_storage <row> N` for two N (the operations of "
+                  "`bench_storage.cpp`, through the same out-of-line functions); Ir/op = ΔIr / ΔN. Includes the call "
+                  "and the loop; for the task rows, the child's allocation and the coroutine machinery.\n")
+        md.append("| row | Ir/op |")
+        md.append("|---|---|")
+        for row, ir in callgrind_storage.items():
+            md.append(f"| `{row}` | {ir:.1f} |")
+        md.append("")
 
     if callgrind:
         md.append("## Instructions per read (callgrind)\n")
@@ -451,12 +545,12 @@ def main():
         md.append("```\n")
 
     if py:
-        md.append("## Python: werkzeug and Flask on the same machine\n")
+        md.append("## Python: werkzeug, Flask, contextvars and asyncio on the same machine\n")
         v = py.get("versions", {})
         md.append("timeit, median of 5 runs; " + ", ".join(f"{k} {val}" for k, val in v.items()) + ". "
                   "`ctxlocal ratio` = Python ns / ctxlocal ns (1 thread) for the same operation.\n")
-        md.append("| operation | Python ns/op | ctxlocal ns/op | ctxlocal ratio |")
-        md.append("|---|---|---|---|")
+        md.append("| operation | Python ns/op | ctxlocal row | ctxlocal ns/op | ctxlocal ratio |")
+        md.append("|---|---|---|---|---|")
         cmap = {
             "Read": ("Read", CTX),
             "Replace": ("Replace", CTX),
@@ -469,11 +563,17 @@ def main():
             "AppContextPushPop": ("AppContextPushPop", CTX),
             "RequestContextPushPop": ("RequestContextPushPop", CTX),
             "RequestField": ("RequestField", CTX),
+            "StorageScope/python_context_run": ("StorageScope", CTX),
+            "WrapCall/python_copy_context_run": ("WrapCall", "ctxlocal_no_storage"),
+            "Read/python_contextvar_get": ("Read", "ctxlocal_in_storage"),
+            "TaskAwait": ("TaskAwait", CTX),
+            "TaskSuspend": ("TaskSuspend", CTX),
         }
         for name, ns in py.get("results", {}).items():
             key = cmap.get(name) or cmap.get(name.split("/")[0])
             c = rep.ns(*key) if key else None
-            md.append(f"| `{name}` | {fmt_ns(ns)} | {fmt_ns(c)} | {fmt_ratio(ns / c) if c else '–'} |")
+            row = f"`{key[0]}/{key[1]}`" if key else "–"
+            md.append(f"| `{name}` | {fmt_ns(ns)} | {row} | {fmt_ns(c)} | {fmt_ratio(ns / c) if c else '–'} |")
         md.append("")
 
     profiles = [p.split("=", 1) for p in args.profile]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the benchmarks in Release (-O2) and runs everything: the Google Benchmark binary (5 repetitions,
-# medians), the callgrind instruction counts, callgrind profiles of selected rows, and the werkzeug/Flask
-# timings, and the server overhead under wrk (examples/servers/overhead.sh); then writes
-# benchmarks/RESULTS.md and benchmarks/results.svg.
+# medians), the callgrind instruction counts, callgrind profiles of selected rows, the werkzeug/Flask and
+# contextvars/asyncio timings, and the server overhead under wrk (examples/servers/overhead.sh); then
+# writes benchmarks/RESULTS.md and benchmarks/results.svg.
 #
 #   bash benchmarks/run.sh            # everything (about 5-8 minutes on 2 cores)
 #   BENCH_FILTER='Read|PushPop' bash benchmarks/run.sh    # a subset of rows (the report shows what ran)
@@ -60,7 +60,7 @@ ir_of() {  # <peer> <iterations>: total Ir of one run
     valgrind --tool=callgrind --callgrind-out-file="$f" "$build/ctxlocal_callgrind_read" "$1" "$2" >/dev/null 2>&1
     grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}'
 }
-for peer in raw_thread_local ctxlocal ctxlocal_shared_library ctxlocal_shared_library_dynamic_tls \
+for peer in raw_thread_local ctxlocal ctxlocal_in_storage ctxlocal_shared_library ctxlocal_shared_library_dynamic_tls \
             raw_thread_local_shared_library raw_thread_local_shared_library_dynamic_tls \
             pthread_getspecific boost_tss tbb_ets mutex_map \
             raw_thread_local_pointer proxy_over_local proxy_over_stack proxy_over_local_pointer; do
@@ -68,6 +68,25 @@ for peer in raw_thread_local ctxlocal ctxlocal_shared_library ctxlocal_shared_li
     b="$(ir_of "$peer" "$n2")"
     echo "$peer $n1 $a $n2 $b" | tee -a "$out/callgrind.txt"
 done
+
+# --- callgrind: instructions per operation of the propagation rows (bench_storage.cpp) -------------------
+: >"$out/callgrind_storage.txt"
+if [ -x "$build/ctxlocal_callgrind_storage" ]; then
+    echo "== callgrind: instructions per Storage/wrap/task operation"
+    ir_of_op() {  # <op> <iterations>: total Ir of one run
+        local f="$out/callgrind.storage.${1//[^A-Za-z0-9]/_}.$2"
+        valgrind --tool=callgrind --callgrind-out-file="$f" "$build/ctxlocal_callgrind_storage" "$1" "$2" \
+            >/dev/null 2>&1
+        grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}'
+    }
+    for op in StorageScope/raw_thread_local_swap StorageScope/ctxlocal StorageScope/ctxlocal_nested \
+              WrapCall/std_function WrapCall/ctxlocal_storage_current WrapCall/ctxlocal_no_storage \
+              TaskAwait/plain_task TaskAwait/ctxlocal TaskSuspend/plain_task TaskSuspend/ctxlocal; do
+        a="$(ir_of_op "$op" 20000)"
+        b="$(ir_of_op "$op" 40000)"
+        echo "$op 20000 $a 40000 $b" | tee -a "$out/callgrind_storage.txt"
+    done
+fi
 
 # --- callgrind: profiles of selected rows (evidence for the targets) ------------------------------------
 echo "== callgrind: profiles"
@@ -95,8 +114,9 @@ if "$build/ctxlocal_bench" --benchmark_list_tests | grep AppContextPushPop >/dev
 fi
 
 # --- werkzeug / Flask -----------------------------------------------------------------------------------
-echo "== python: werkzeug and Flask"
+echo "== python: werkzeug and Flask; contextvars and asyncio"
 python3 "$here/python/bench_werkzeug.py" --repeat "$reps" --out "$out/python.json"
+python3 "$here/python/bench_contextvars.py" --repeat "$reps" --out "$out/python_contextvars.json"
 
 # --- server overhead under wrk --------------------------------------------------------------------------
 overhead_runs="${BENCH_OVERHEAD_RUNS:-3}"
@@ -112,7 +132,8 @@ fi
 
 # --- report ---------------------------------------------------------------------------------------------
 python3 "$here/report.py" --bench "$out/bench.json" --python "$out/python.json" \
-    --callgrind "$out/callgrind.txt" "${profile_args[@]}" --compiler "$compiler_version" --flags="$flags" \
+    --python "$out/python_contextvars.json" \
+    --callgrind "$out/callgrind.txt" --callgrind-storage "$out/callgrind_storage.txt" "${profile_args[@]}" --compiler "$compiler_version" --flags="$flags" \
     --repetitions "$reps" --load "$load_at_start" --out "$here/RESULTS.md" --chart "$here/results.svg" \
     --overhead "$out/overhead.txt"
 echo "== done: $here/RESULTS.md, $here/results.svg"

@@ -391,6 +391,26 @@ TEST_CASE("Storage.Misuse.scopes_destroyed_out_of_order") {
     number.reset();
 }
 
+TEST_CASE("Storage.Misuse.a_65th_nested_scope_throws_and_changes_nothing" * doctest::timeout(30)) {
+    number.value() = 1;
+    std::vector<Storage> storages(65);
+    std::vector<std::unique_ptr<Storage::Scope>> scopes;
+    for (int i = 0; i < 64; ++i) {
+        scopes.push_back(std::make_unique<Storage::Scope>(storages[static_cast<std::size_t>(i)]));
+        number.value() = 100 + i;
+    }
+    CHECK_THROWS_WITH_AS(Storage::Scope{storages[64]}, doctest::Contains("64 Storage scopes"),
+                         ctxlocal::context_error);
+    CHECK(Storage::current() == storages[63]);
+    CHECK(*number.get() == 163);
+    while (!scopes.empty()) scopes.pop_back();  // innermost first
+    CHECK_FALSE(Storage::current());
+    CHECK(*number.get() == 1);
+    // The refused Storage was not marked entered: another thread enters it.
+    std::thread([&] { storages[64].run([] { CHECK_FALSE(number.has_value()); }); }).join();
+    number.reset();
+}
+
 TEST_CASE("Storage.Misuse.scope_destroyed_on_another_thread" * doctest::timeout(30)) {
     MisuseCapture misuse;
     Storage task;
