@@ -18,6 +18,12 @@
 #                (build/valgrind)
 #   fuzz         libFuzzer + ASan/UBSan over the model interpreter, CTXLOCAL_FUZZ_SECONDS (default 60)
 #                (build/fuzz)
+#   windows      x86-64 Windows: mingw-w64 g++ (POSIX threads) cross build, the unit, misuse, exception-safety,
+#                model and contexts tests (and more, see leg_windows) under wine64 (build/windows)
+#   aarch64      aarch64 Linux: g++ cross build, tests under qemu-user; fork cases left out (build/aarch64)
+#   i686         32-bit x86 Linux: g++ cross build, tests run natively through the i686 loader (build/i686)
+#   libcxx       clang++ with libc++ (what macOS users get), every unit test (build/libcxx)
+#   Platforms and what each leg proves: docs/platforms.md.
 #
 # Environment: CTXLOCAL_JOBS (parallel jobs, default: cores), CXX is ignored (each leg picks its compiler).
 # Exits non-zero if any leg fails; the last line is always `test.sh: N passed, M failed` (N, M count legs).
@@ -34,8 +40,13 @@ PACKAGES=(
     cmake ninja-build meson pkg-config git python3 valgrind
     doctest-dev libcpp-httplib-dev libasio-dev
 )
+# Per leg, installed by the leg itself (so that running one leg installs only what it needs).
+WINDOWS_PACKAGES=(g++-mingw-w64-x86-64-posix wine64)
+AARCH64_PACKAGES=(g++-aarch64-linux-gnu qemu-user)
+I686_PACKAGES=(g++-i686-linux-gnu)
+LIBCXX_PACKAGES=(clang libc++-14-dev libc++abi-14-dev)
 
-ALL_LEGS=(format gcc clang tsan asan meson integration valgrind fuzz)
+ALL_LEGS=(format gcc clang tsan asan meson integration valgrind fuzz windows aarch64 i686 libcxx)
 JOBS="$(jobs_count)"
 
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1}"
@@ -146,6 +157,83 @@ leg_valgrind() {
     cmake --build build/valgrind --parallel "$JOBS"
     (cd build/valgrind && CTXLOCAL_MODEL_OPS="${CTXLOCAL_MODEL_OPS:-60000}" \
         ctest --output-on-failure --no-tests=error --parallel "$JOBS" -L unit)
+}
+
+# cross_leg DIR TOOLCHAIN [CMAKE_ARGS...] -- TEST...: configures a cross build with cmake/toolchains/TOOLCHAIN.cmake
+# (ctest runs each test through its CMAKE_CROSSCOMPILING_EMULATOR), builds only the named tests, and runs
+# exactly those (fails when one of them is not there).
+cross_leg() {
+    local dir="build/$1" toolchain="$ROOT/cmake/toolchains/$2.cmake" args=() tests=() regex
+    shift 2
+    while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+        args+=("$1")
+        shift
+    done
+    shift
+    tests=("$@")
+    cmake -S "$ROOT" -B "$dir" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$toolchain" \
+        -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O2" \
+        -DCTXLOCAL_BUILD_TESTS=ON -DCTXLOCAL_BUILD_EXAMPLES=OFF -DCTXLOCAL_WERROR=ON \
+        -DCTXLOCAL_TEST_TIMEOUT=300 "${args[@]}"
+    cmake --build "$dir" --parallel "$JOBS" --target "${tests[@]}"
+    regex="^($(IFS='|' && echo "${tests[*]}"))\$"
+    local listed
+    listed="$(cd "$dir" && ctest -N -R "$regex" | grep -c '^ *Test *#' || true)"
+    [ "$listed" -eq "${#tests[@]}" ] || die "$1: ${#tests[@]} tests named, ctest has $listed of them"
+    (cd "$dir" && ctest --output-on-failure --no-tests=error --parallel "$JOBS" -R "$regex")
+}
+
+# The suites the cross legs run: the unit, misuse, exception-safety, model and contexts tests, and the other
+# tests of the core (Local, LocalStack, Storage, Namespace, proxies, teardown).
+CROSS_TESTS=(local_test local_stack_test storage_test namespace_test proxy_test manager_test errors_test
+    teardown_test misuse_test exception_safety_test model_test context_test)
+
+leg_windows() {
+    ensure_packages "${WINDOWS_PACKAGES[@]}"
+    [ -x /usr/lib/wine/wine64 ] || die "no /usr/lib/wine/wine64 (Debian: wine64)"
+    # A fresh prefix in the build directory; wine's crash debugger off, so that a crash is a failure.
+    local prefix="$ROOT/build/windows/wineprefix"
+    mkdir -p build/windows
+    if [ ! -f "$prefix/system.reg" ]; then
+        WINEPREFIX="$prefix" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" /usr/lib/wine/wine64 wineboot -i
+        WINEPREFIX="$prefix" WINEDEBUG=-all /usr/lib/wine/wine64 reg add \
+            'HKLM\Software\Microsoft\Windows NT\CurrentVersion\AeDebug' /v Auto /t REG_SZ /d 0 /f
+        WINEPREFIX="$prefix" WINEDEBUG=-all /usr/lib/wine/wine64 reg delete \
+            'HKLM\Software\Microsoft\Windows NT\CurrentVersion\AeDebug' /v Debugger /f || true
+    fi
+    CTXLOCAL_MODEL_OPS="${CTXLOCAL_MODEL_OPS:-100000}" cross_leg windows mingw-w64-x86_64 -- \
+        "${CROSS_TESTS[@]}" odr_test
+}
+
+leg_aarch64() {
+    ensure_packages "${AARCH64_PACKAGES[@]}"
+    command -v qemu-aarch64 >/dev/null || die "no qemu-aarch64 (Debian: qemu-user)"
+    # qemu-user trips its own assertion when a multithreaded program forks: fork_test is not run and the
+    # cases that fork are left out by name.
+    local fork_cases="Misuse.Local.value_destructor_that_throws_terminates"
+    fork_cases+=",Misuse.Proxy.getter_that_throws_terminates"
+    CTXLOCAL_MODEL_OPS="${CTXLOCAL_MODEL_OPS:-100000}" cross_leg aarch64 aarch64-linux-gnu \
+        "-DCTXLOCAL_TEST_ARGS=--test-case-exclude=$fork_cases" -- local_test misuse_test model_test context_test \
+        storage_test lock_free_test
+}
+
+leg_i686() {
+    ensure_packages "${I686_PACKAGES[@]}"
+    [ -x /usr/i686-linux-gnu/lib/ld-linux.so.2 ] || die "no /usr/i686-linux-gnu/lib/ld-linux.so.2"
+    cross_leg i686 i686-linux-gnu -- "${CROSS_TESTS[@]}" fork_test lock_free_test odr_test
+}
+
+leg_libcxx() {
+    ensure_packages "${LIBCXX_PACKAGES[@]}"
+    # No examples: Debian's cpp-httplib is built against libstdc++.
+    cmake -S "$ROOT" -B build/libcxx -G Ninja -DCMAKE_CXX_COMPILER=clang++ \
+        -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O2" -DCMAKE_CXX_FLAGS=-stdlib=libc++ \
+        -DCMAKE_EXE_LINKER_FLAGS=-stdlib=libc++ -DCMAKE_SHARED_LINKER_FLAGS=-stdlib=libc++ \
+        -DCMAKE_CXX_STANDARD=20 -DCTXLOCAL_BUILD_TESTS=ON -DCTXLOCAL_BUILD_EXAMPLES=OFF -DCTXLOCAL_WERROR=ON
+    cmake --build build/libcxx --parallel "$JOBS"
+    # Proof that it is libc++: the test programs link libc++.so, not libstdc++.
+    ldd build/libcxx/tests/local_test | grep -q 'libc++\.so' || die "local_test is not linked with libc++"
+    (cd build/libcxx && ctest --output-on-failure --no-tests=error --parallel "$JOBS" -L unit)
 }
 
 leg_fuzz() { CTXLOCAL_FUZZ_DIR="$ROOT/build/fuzz" bash "$ROOT/tests/fuzz/run.sh"; }
