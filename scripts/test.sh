@@ -159,9 +159,9 @@ leg_valgrind() {
         ctest --output-on-failure --no-tests=error --parallel "$JOBS" -L unit)
 }
 
-# cross_leg DIR TOOLCHAIN [CMAKE_ARGS...] -- TEST...: configures a cross build with cmake/toolchains/TOOLCHAIN.cmake
-# (ctest runs each test through its CMAKE_CROSSCOMPILING_EMULATOR), builds only the named tests, and runs
-# exactly those (fails when one of them is not there).
+# cross_leg DIR TOOLCHAIN [CMAKE_ARGS...] -- TARGET...: configures a cross build with
+# cmake/toolchains/TOOLCHAIN.cmake (ctest runs each test through its CMAKE_CROSSCOMPILING_EMULATOR), builds
+# only the named test programs, and runs their ctest tests (TARGET and TARGET.*); fails when one has none.
 cross_leg() {
     local dir="build/$1" toolchain="$ROOT/cmake/toolchains/$2.cmake" args=() tests=() regex
     shift 2
@@ -176,11 +176,15 @@ cross_leg() {
         -DCTXLOCAL_BUILD_TESTS=ON -DCTXLOCAL_BUILD_EXAMPLES=OFF -DCTXLOCAL_WERROR=ON \
         -DCTXLOCAL_TEST_TIMEOUT=300 "${args[@]}"
     cmake --build "$dir" --parallel "$JOBS" --target "${tests[@]}"
-    regex="^($(IFS='|' && echo "${tests[*]}"))\$"
-    local listed
-    listed="$(cd "$dir" && ctest -N -R "$regex" | grep -c '^ *Test *#' || true)"
-    [ "$listed" -eq "${#tests[@]}" ] || die "$1: ${#tests[@]} tests named, ctest has $listed of them"
-    (cd "$dir" && ctest --output-on-failure --no-tests=error --parallel "$JOBS" -R "$regex")
+    local test listed
+    for test in "${tests[@]}"; do
+        listed="$(cd "$dir" && ctest -N -R "^$test(\\..+)?\$" | grep -c '^ *Test *#' || true)"
+        [ "$listed" -gt 0 ] || die "$1: ctest has no test $test"
+    done
+    regex="^($(IFS='|' && echo "${tests[*]}"))(\\..+)?\$"
+    local exclude=()
+    if [ -n "${CROSS_EXCLUDE:-}" ]; then exclude=(-E "$CROSS_EXCLUDE"); fi
+    (cd "$dir" && ctest --output-on-failure --no-tests=error --parallel "$JOBS" -R "$regex" "${exclude[@]}")
 }
 
 # The suites the cross legs run: the unit, misuse, exception-safety, model and contexts tests, and the other
@@ -201,8 +205,12 @@ leg_windows() {
         WINEPREFIX="$prefix" WINEDEBUG=-all /usr/lib/wine/wine64 reg delete \
             'HKLM\Software\Microsoft\Windows NT\CurrentVersion\AeDebug' /v Debugger /f || true
     fi
-    CTXLOCAL_MODEL_OPS="${CTXLOCAL_MODEL_OPS:-100000}" cross_leg windows mingw-w64-x86_64 -- \
-        "${CROSS_TESTS[@]}" odr_test
+    # Not run on Windows (docs/platforms.md): shutdown_thread_local_test (C++ thread_local destructors run
+    # after the teardown with mingw), and shutdown_threads_test's `return` and `exit-thread` modes (every
+    # check passes, then the process hangs in its exit under wine while other threads are still exiting).
+    CROSS_EXCLUDE='^shutdown_threads_test\.(return|exit-thread)$' \
+        CTXLOCAL_MODEL_OPS="${CTXLOCAL_MODEL_OPS:-100000}" cross_leg windows mingw-w64-x86_64 -- \
+        "${CROSS_TESTS[@]}" odr_test shutdown_static_test shutdown_threads_test
 }
 
 leg_aarch64() {
@@ -220,7 +228,8 @@ leg_aarch64() {
 leg_i686() {
     ensure_packages "${I686_PACKAGES[@]}"
     [ -x /usr/i686-linux-gnu/lib/ld-linux.so.2 ] || die "no /usr/i686-linux-gnu/lib/ld-linux.so.2"
-    cross_leg i686 i686-linux-gnu -- "${CROSS_TESTS[@]}" fork_test lock_free_test odr_test
+    cross_leg i686 i686-linux-gnu -- "${CROSS_TESTS[@]}" fork_test lock_free_test odr_test shutdown_static_test \
+        shutdown_threads_test shutdown_thread_local_test
 }
 
 leg_libcxx() {

@@ -13,6 +13,7 @@
 //   on_fork(before, parent, child)               fork hooks (a no-op where there is no fork)
 //   on_process_exit(hook)                        runs at exit() or return from main, with atexit handlers
 //   thread_local_destructors_first               C++ thread_local destructors run before the exit hook
+//   concurrent_thread_exits                      two threads' exit hooks may run at the same time
 //   mark_thread_exited(); thread_exited()        a mark that survives the thread_locals' reset (mingw)
 // and platform_demangle.hpp: demangled(mangled) -> std::string ("" when it cannot demangle).
 //

@@ -49,6 +49,8 @@ inline bool is_main_thread() noexcept {
 /// Whether C++ thread_local destructors run before the thread-exit hook, with the thread's thread_locals
 /// intact: glibc runs them first (tested by local_test); the others are not tested (docs/platforms.md).
 inline constexpr bool thread_local_destructors_first = true;
+/// Whether two threads' exit hooks can run at the same time (yes: each runs on its own thread).
+inline constexpr bool concurrent_thread_exits = true;
 
 /// Marks the calling thread as past its exit hook. Nothing to do: ctxlocal's own thread_locals say so.
 inline void mark_thread_exited() noexcept {}

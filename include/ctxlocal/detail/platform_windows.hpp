@@ -88,10 +88,14 @@ inline bool is_main_thread() noexcept {
 
 /// Whether C++ thread_local destructors run before the thread-exit hook, with the thread's thread_locals
 /// intact. Not with mingw-w64: they run after it, and see every thread_local reset (docs/platforms.md).
+/// Whether two threads' exit hooks can run at the same time. Not with winpthreads: it runs the key
+/// destructors of one exiting thread at a time, process-wide, and pthread_create waits for them.
 #if defined(CTXLOCAL_DETAIL_WINPTHREADS)
 inline constexpr bool thread_local_destructors_first = false;
+inline constexpr bool concurrent_thread_exits = false;
 #else
 inline constexpr bool thread_local_destructors_first = true;  // MSVC: not tested
+inline constexpr bool concurrent_thread_exits = true;
 #endif
 
 /// A native TLS slot (TlsAlloc, not the compiler's thread_local, which mingw's emulation resets at thread
