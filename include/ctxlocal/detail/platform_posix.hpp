@@ -1,6 +1,9 @@
 // The POSIX platform layer (see platform.hpp): Linux, macOS, the BSDs. Included by platform.hpp only.
 #pragma once
 
+// Empty elsewhere, so that every header compiles alone on every platform (the header checks).
+#if !defined(_WIN32)
+
 #include <pthread.h>
 #include <unistd.h>
 
@@ -69,3 +72,5 @@ inline void on_process_exit(void (*hook)()) noexcept { std::atexit(hook); }
 }  // namespace detail
 }  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal
+
+#endif  // !defined(_WIN32)

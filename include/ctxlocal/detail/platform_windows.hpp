@@ -9,6 +9,9 @@
 // No fork: on_fork does nothing. The main thread is the one that ran static initialisation.
 #pragma once
 
+// Empty elsewhere, so that every header compiles alone on every platform (the header checks).
+#if defined(_WIN32)
+
 #include <cstdlib>
 
 #if !defined(WIN32_LEAN_AND_MEAN)
@@ -121,3 +124,5 @@ inline void on_process_exit(void (*hook)()) noexcept { std::atexit(hook); }
 }  // namespace detail
 }  // namespace CTXLOCAL_ABI_NAMESPACE
 }  // namespace ctxlocal
+
+#endif  // defined(_WIN32)
