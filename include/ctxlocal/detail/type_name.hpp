@@ -26,8 +26,12 @@ inline void replace_all(std::string& text, const std::string& from, const std::s
 inline std::string demangle(const char* mangled) {
     std::string text = platform::demangled(mangled);
     if (text.empty()) return mangled;
+    // libstdc++'s and libc++'s spelling of std::string, and libc++'s inline namespace std::__1.
     replace_all(text, "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >",
                 "std::string");
+    replace_all(text, "std::__1::basic_string<char, std::__1::char_traits<char>, std::__1::allocator<char> >",
+                "std::string");
+    replace_all(text, "std::__1::", "std::");
     replace_all(text, "ctxlocal::" CTXLOCAL_DETAIL_STRING(CTXLOCAL_ABI_NAMESPACE) "::", "ctxlocal::");
     return text;
 }
