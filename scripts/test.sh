@@ -21,6 +21,13 @@
 #                (build/valgrind)
 #   fuzz         libFuzzer + ASan/UBSan over the model interpreter, CTXLOCAL_FUZZ_SECONDS (default 60)
 #                (build/fuzz)
+#   windows      x86-64 Windows: mingw-w64 g++ (POSIX threads) cross build, the unit, misuse, exception-safety,
+#                model and contexts tests (and more, see leg_windows) under wine64 (build/windows)
+#   aarch64      aarch64 Linux: g++ cross build, tests under qemu-user; fork cases left out (build/aarch64)
+#   i686         32-bit x86 Linux: g++ cross build, tests run natively through the i686 loader (build/i686)
+#   libcxx       clang++ -std=c++20 with libc++ (what macOS users get): the core suites, fork, shared
+#                libraries, coroutines (build/libcxx)
+#   Platforms and what each leg proves: docs/platforms.md.
 #
 # Environment: CTXLOCAL_JOBS (parallel jobs, default: cores), CXX is ignored (each leg picks its compiler).
 # Exits non-zero if any leg fails; the last line is always `test.sh: N passed, M failed` (N, M count legs).
@@ -38,8 +45,13 @@ PACKAGES=(
     doctest-dev libcpp-httplib-dev libasio-dev libboost1.74-dev
     libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc
 )
+# Per leg, installed by the leg itself (so that running one leg installs only what it needs).
+WINDOWS_PACKAGES=(g++-mingw-w64-x86-64-posix wine64)
+AARCH64_PACKAGES=(g++-aarch64-linux-gnu qemu-user)
+I686_PACKAGES=(g++-i686-linux-gnu)
+LIBCXX_PACKAGES=(clang libc++-14-dev libc++abi-14-dev)
 
-ALL_LEGS=(format docs tidy gcc clang tsan asan meson integration valgrind fuzz)
+ALL_LEGS=(format docs tidy gcc clang tsan asan meson integration valgrind fuzz windows aarch64 i686 libcxx)
 JOBS="$(jobs_count)"
 
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1}"
@@ -167,6 +179,107 @@ leg_tidy() {
 }
 
 leg_docs() { python3 "$ROOT/scripts/check_docs.py"; }
+
+# cross_leg DIR TOOLCHAIN [CMAKE_ARGS...] -- TARGET...: configures a cross build with
+# cmake/toolchains/TOOLCHAIN.cmake (ctest runs each test through its CMAKE_CROSSCOMPILING_EMULATOR; TOOLCHAIN
+# `native`: none), builds
+# only the named test programs, and runs their ctest tests (TARGET and TARGET.*); fails when one has none.
+cross_leg() {
+    local dir="build/$1" args=() tests=() regex
+    if [ "$2" != native ]; then args+=("-DCMAKE_TOOLCHAIN_FILE=$ROOT/cmake/toolchains/$2.cmake"); fi
+    shift 2
+    while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+        args+=("$1")
+        shift
+    done
+    shift
+    tests=("$@")
+    cmake -S "$ROOT" -B "$dir" -G Ninja \
+        -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O2" \
+        -DCTXLOCAL_BUILD_TESTS=ON -DCTXLOCAL_BUILD_EXAMPLES=OFF -DCTXLOCAL_WERROR=ON \
+        -DCTXLOCAL_TEST_TIMEOUT=300 "${args[@]}"
+    cmake --build "$dir" --parallel "$JOBS" --target "${tests[@]}"
+    if [ -n "${CROSS_MACHINE:-}" ]; then  # the programs are for the target, not the build machine
+        local program
+        program="$(find "$dir/tests" -maxdepth 1 -name 'local_test*' -type f | head -n 1)"
+        "${CROSS_OBJDUMP:-objdump}" -f "$program" | grep -q "format $CROSS_MACHINE" ||
+            die "$1: $program is not $CROSS_MACHINE"
+    fi
+    local test listed
+    for test in "${tests[@]}"; do
+        listed="$(cd "$dir" && ctest -N -R "^$test(\\..+)?\$" | grep -c '^ *Test *#' || true)"
+        [ "$listed" -gt 0 ] || die "$1: ctest has no test $test"
+    done
+    regex="^($(IFS='|' && echo "${tests[*]}"))(\\..+)?\$"
+    local exclude=()
+    if [ -n "${CROSS_EXCLUDE:-}" ]; then exclude=(-E "$CROSS_EXCLUDE"); fi
+    (cd "$dir" && ctest --output-on-failure --no-tests=error --parallel "$JOBS" -R "$regex" "${exclude[@]}")
+}
+
+# The suites the cross legs run: the unit, misuse, exception-safety, model and contexts tests, and the other
+# tests of the core (Local, LocalStack, Storage, Namespace, proxies, teardown).
+CROSS_TESTS=(local_test local_stack_test storage_test namespace_test proxy_test manager_test errors_test
+    teardown_test misuse_test exception_safety_test model_test context_test)
+
+leg_windows() {
+    ensure_packages "${WINDOWS_PACKAGES[@]}"
+    [ -x /usr/lib/wine/wine64 ] || die "no /usr/lib/wine/wine64 (Debian: wine64)"
+    # A fresh prefix in the build directory; wine's crash debugger off, so that a crash is a failure.
+    local prefix="$ROOT/build/windows/wineprefix"
+    mkdir -p build/windows
+    if [ ! -f "$prefix/system.reg" ]; then
+        WINEPREFIX="$prefix" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" /usr/lib/wine/wine64 wineboot -i
+        WINEPREFIX="$prefix" WINEDEBUG=-all /usr/lib/wine/wine64 reg add \
+            'HKLM\Software\Microsoft\Windows NT\CurrentVersion\AeDebug' /v Auto /t REG_SZ /d 0 /f
+        WINEPREFIX="$prefix" WINEDEBUG=-all /usr/lib/wine/wine64 reg delete \
+            'HKLM\Software\Microsoft\Windows NT\CurrentVersion\AeDebug' /v Debugger /f || true
+    fi
+    # Not run on Windows (docs/platforms.md): shutdown_thread_local_test (C++ thread_local destructors run
+    # after the teardown with mingw), and shutdown_threads_test's `return` and `exit-thread` modes (every
+    # check passes, then the process hangs in its exit under wine while other threads are still exiting).
+    CROSS_EXCLUDE='^shutdown_threads_test\.(return|exit-thread)$' CROSS_MACHINE=pei-x86-64 \
+        CTXLOCAL_MODEL_OPS="${CTXLOCAL_MODEL_OPS:-100000}" cross_leg windows mingw-w64-x86_64 -- \
+        "${CROSS_TESTS[@]}" odr_test shutdown_static_test shutdown_threads_test
+    # Every header compiled alone with mingw-w64 (the platform layer's Windows side included).
+    cmake --build build/windows --parallel "$JOBS" --target ctxlocal_header_check
+}
+
+leg_aarch64() {
+    ensure_packages "${AARCH64_PACKAGES[@]}"
+    command -v qemu-aarch64 >/dev/null || die "no qemu-aarch64 (Debian: qemu-user)"
+    # qemu-user trips its own assertion when a multithreaded program forks: fork_test is not run and the
+    # cases that fork are left out by name.
+    local fork_cases="Misuse.Local.value_destructor_that_throws_terminates"
+    fork_cases+=",Misuse.Proxy.getter_that_throws_terminates"
+    CROSS_MACHINE=elf64-littleaarch64 CROSS_OBJDUMP=aarch64-linux-gnu-objdump \
+        CTXLOCAL_MODEL_OPS="${CTXLOCAL_MODEL_OPS:-100000}" cross_leg aarch64 aarch64-linux-gnu \
+        "-DCTXLOCAL_TEST_ARGS=--test-case-exclude=$fork_cases" -- \
+        local_test misuse_test model_test context_test storage_test lock_free_test
+}
+
+leg_i686() {
+    ensure_packages "${I686_PACKAGES[@]}"
+    [ -x /usr/i686-linux-gnu/lib/ld-linux.so.2 ] || die "no /usr/i686-linux-gnu/lib/ld-linux.so.2"
+    # The core suites less the API-only ones (proxy, manager, errors), plus fork, lock-free reads (64-bit
+    # atomics on a 32-bit CPU) and the shutdown programs.
+    CROSS_MACHINE=elf32-i386 cross_leg i686 i686-linux-gnu -- local_test local_stack_test storage_test \
+        namespace_test teardown_test misuse_test exception_safety_test model_test context_test fork_test \
+        lock_free_test shutdown_static_test shutdown_threads_test shutdown_thread_local_test
+}
+
+leg_libcxx() {
+    ensure_packages "${LIBCXX_PACKAGES[@]}"
+    # The core suites, fork, shared libraries and coroutines against libc++ (no examples: Debian's
+    # cpp-httplib is built against libstdc++).
+    local libcxx=(-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_CXX_STANDARD=20 -DCMAKE_CXX_FLAGS=-stdlib=libc++
+        -DCMAKE_EXE_LINKER_FLAGS=-stdlib=libc++ -DCMAKE_SHARED_LINKER_FLAGS=-stdlib=libc++)
+    # dso_test is not run: with libc++ a request pushed in one shared library is not the request of the
+    # others (Dso.Contexts.request_pushed_in_one_dso_is_the_request_of_all fails; docs/platforms.md).
+    cross_leg libcxx native "${libcxx[@]}" -- "${CROSS_TESTS[@]}" fork_test lock_free_test task_cxx20_test
+    # Proof that it is libc++: the test programs link libc++.so, not libstdc++.
+    ldd build/libcxx/tests/local_test | grep -q 'libc++\.so' || die "local_test is not linked with libc++"
+    if ldd build/libcxx/tests/local_test | grep -q 'libstdc++'; then die "local_test links libstdc++"; fi
+}
 
 leg_fuzz() { CTXLOCAL_FUZZ_DIR="$ROOT/build/fuzz" bash "$ROOT/tests/fuzz/run.sh"; }
 

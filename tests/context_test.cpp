@@ -1337,7 +1337,7 @@ TEST_CASE("Contexts.Incidents.default_handler_writes_the_incident_to_stderr") {
     std::fflush(stderr);
     const int saved = ::dup(2);
     REQUIRE(saved >= 0);
-    REQUIRE(::dup2(::fileno(capture), 2) == 2);
+    REQUIRE(::dup2(::fileno(capture), 2) != -1);  // 2 on POSIX, 0 with the Windows C runtime
     StderrApp app;
     stderr_web::AppContext leaked{app};
     stderr_web::handle(app, Req{1, ""}, [&] { leaked.push(); });  // left pushed: reported

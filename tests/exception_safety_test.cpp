@@ -55,6 +55,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <functional>
@@ -97,11 +98,22 @@ void* allocate(std::size_t size, std::size_t alignment = 0) {
     if (allocations_until_failure >= 0 && allocations_until_failure-- == 0) throw std::bad_alloc();
     if (fail_every_allocation) throw std::bad_alloc();
     if (size == 0) size = 1;
-    void* p = alignment <= alignof(std::max_align_t)
-                  ? std::malloc(size)
-                  : std::aligned_alloc(alignment, (size + alignment - 1) / alignment * alignment);
-    if (p == nullptr) throw std::bad_alloc();
-    return p;
+    if (alignment <= alignof(std::max_align_t)) {
+        void* p = std::malloc(size);
+        if (p == nullptr) throw std::bad_alloc();
+        return p;
+    }
+    // Over-aligned, by hand (Windows has no std::aligned_alloc): the malloc'd block's address is kept just
+    // below the aligned one, for release_aligned.
+    void* raw = std::malloc(size + alignment + sizeof(void*));
+    if (raw == nullptr) throw std::bad_alloc();
+    const auto at = (reinterpret_cast<std::uintptr_t>(raw) + sizeof(void*) + alignment - 1) &
+                    ~static_cast<std::uintptr_t>(alignment - 1);
+    reinterpret_cast<void**>(at)[-1] = raw;
+    return reinterpret_cast<void*>(at);
+}
+void release_aligned(void* p) noexcept {
+    if (p != nullptr) std::free(static_cast<void**>(p)[-1]);
 }
 void* allocate_nothrow(std::size_t size, std::size_t alignment = 0) noexcept {
     try {
@@ -130,12 +142,12 @@ void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
 void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { release_aligned(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { release_aligned(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { release_aligned(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { release_aligned(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { release_aligned(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { release_aligned(p); }
 #endif
 
 namespace {

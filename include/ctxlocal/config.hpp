@@ -1,6 +1,8 @@
 // Configuration macros. Each may be defined by the user before including any ctxlocal header.
 #pragma once
 
+#include "detail/platform_macros.hpp"  // the platform defaults below, and CTXLOCAL_NOINLINE/LIKELY/UNLIKELY
+
 /// CTXLOCAL_ABI_NAMESPACE: every ctxlocal name lives in `ctxlocal::CTXLOCAL_ABI_NAMESPACE`, an inline
 /// namespace, so user code still writes `ctxlocal::Local` while the symbols carry the ABI version. Two
 /// copies of ctxlocal in one process (two plugins that each vendor it) then share their registry and
@@ -21,15 +23,12 @@
 /// (`CTXLOCAL_EXPORT inline ctxlocal::Local<T> x;`; unmarked, each hidden library has its own copy), and
 /// the App, Request and G types of Contexts (`struct CTXLOCAL_EXPORT MyApp ...`; unmarked, each hidden
 /// library has its own context stacks for them).
-/// Default: `__attribute__((visibility("default")))` on GCC and Clang, nothing elsewhere.
+/// Default: `__attribute__((visibility("default")))` on GCC and Clang, nothing elsewhere. On Windows it is
+/// empty: there each DLL and the executable have their own registry (docs/platforms.md).
 /// Define it empty to give each shared library built with -fvisibility=hidden its own private registry
 /// (then share no Local or Contexts between such a library and the rest of the process).
 #ifndef CTXLOCAL_EXPORT
-#if defined(__GNUC__) || defined(__clang__)
-#define CTXLOCAL_EXPORT __attribute__((visibility("default")))
-#else
-#define CTXLOCAL_EXPORT
-#endif
+#define CTXLOCAL_EXPORT CTXLOCAL_DETAIL_DEFAULT_EXPORT
 #endif
 
 /// CTXLOCAL_TLS_MODEL: the TLS model of the one thread-local pointer on the read path. Default on ELF
@@ -39,15 +38,9 @@
 /// TLS, which glibc reserves for that purpose; only a process that dlopen()s many libraries with large
 /// initial-exec TLS of their own can run out ("cannot allocate memory in static TLS block"). Such programs
 /// define CTXLOCAL_TLS_MODEL empty (the compiler's default model) in every module, or use ctxlocal from
-/// the executable first.
+/// the executable first. Elsewhere than ELF (Mach-O, Windows) the default is empty.
 #ifndef CTXLOCAL_TLS_MODEL
-// Only in code compiled for a shared library (-fPIC, not -fPIE): in an executable the compiler picks the
-// faster local-exec model by itself, which GCC would not do with the attribute.
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__) && defined(__PIC__) && !defined(__PIE__)
-#define CTXLOCAL_TLS_MODEL __attribute__((tls_model("initial-exec")))
-#else
-#define CTXLOCAL_TLS_MODEL
-#endif
+#define CTXLOCAL_TLS_MODEL CTXLOCAL_DETAIL_DEFAULT_TLS_MODEL
 #endif
 
 /// CTXLOCAL_MAX_EXIT_ROUNDS: how many times thread exit destroys the values that value destructors
@@ -55,14 +48,4 @@
 /// Default 8. After that round `Local::value()` and `emplace()` throw `ctxlocal::unbound_error`.
 #ifndef CTXLOCAL_MAX_EXIT_ROUNDS
 #define CTXLOCAL_MAX_EXIT_ROUNDS 8
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define CTXLOCAL_NOINLINE __attribute__((noinline))
-#define CTXLOCAL_LIKELY(x) __builtin_expect(!!(x), 1)
-#define CTXLOCAL_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#else
-#define CTXLOCAL_NOINLINE
-#define CTXLOCAL_LIKELY(x) (x)
-#define CTXLOCAL_UNLIKELY(x) (x)
 #endif

@@ -42,8 +42,6 @@
 
 namespace ctxmodel {
 
-/// Index of the worker running the calling code; -1 on the interpreter's own thread.
-inline thread_local int tl_worker = -1;
 /// When set, the initialisers of the model's Locals throw InjectedError.
 inline thread_local bool tl_init_throws = false;
 
@@ -70,7 +68,15 @@ public:
         if (live_.erase(serial) == 0) {
             errors_.push_back("value #" + std::to_string(serial) + " destroyed twice (or never constructed)");
         }
-        destroyed_.emplace_back(serial, tl_worker);
+        // Which worker: looked up by thread id, not kept in a thread_local, which mingw-w64's emulated TLS
+        // may have reset when a value dies at thread exit (docs/platforms.md).
+        const auto worker = workers_.find(std::this_thread::get_id());
+        destroyed_.emplace_back(serial, worker != workers_.end() ? worker->second : -1);
+    }
+    /// The calling thread is worker `index` (-1 for the interpreter's own thread).
+    void set_worker(int index) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        workers_[std::this_thread::get_id()] = index;
     }
     void reset() {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -112,6 +118,7 @@ private:
     std::unordered_set<std::uint64_t> live_;
     std::vector<std::pair<std::uint64_t, int>> destroyed_;
     std::vector<std::string> errors_;
+    std::map<std::thread::id, int> workers_;
 };
 
 /// A value with an identity: a unique serial registered in the Ledger for exactly its lifetime.
@@ -493,7 +500,7 @@ private:
 
     private:
         void loop(int index) {
-            tl_worker = index;
+            Ledger::instance().set_worker(index);
             std::unique_lock<std::mutex> lock(mutex_);
             for (;;) {
                 cv_.wait(lock, [&] { return busy_ || quit_; });

@@ -300,7 +300,8 @@ private:
     /// Makes the calling thread's record, with room for `id`, and runs the thread on it. Under the lock.
     /// Throws (making nothing) when the thread is past its exit or when memory or the exit hook fail.
     Table* attach_thread(std::uint32_t id) {
-        if (current_table->state == TableState::finished) throw unbound_error(finished_message);
+        if (current_table->state == TableState::finished || platform::thread_exited())
+            throw unbound_error(finished_message);
         std::uint32_t index;  // never 0 (no thread) or storage_releasing, also after it wraps
         do {
             index = last_thread_index.fetch_add(1, std::memory_order_relaxed) + 1;

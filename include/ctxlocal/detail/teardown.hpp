@@ -57,6 +57,7 @@ inline void Registry::on_thread_exit(void* arg) noexcept {
     }
     if (table != &record->none) Table::free(table);
     delete record;
+    platform::mark_thread_exited();
 }
 
 inline void Registry::release_storage(Record& r) noexcept {

@@ -1,16 +1,11 @@
 // Readable type names for error messages.
 #pragma once
 
-#include <cstdlib>
-#include <memory>
 #include <string>
 #include <typeinfo>
 
 #include "../config.hpp"
-
-#if defined(__GNUC__) || defined(__clang__)
-#include <cxxabi.h>
-#endif
+#include "platform.hpp"
 
 namespace ctxlocal {
 inline namespace CTXLOCAL_ABI_NAMESPACE {
@@ -29,19 +24,16 @@ inline void replace_all(std::string& text, const std::string& from, const std::s
 /// The demangled name of a type (e.g. "std::vector<int>", "ctxlocal::Namespace": the ABI namespace is
 /// left out), or its mangled name where demangling is not available. Allocates.
 inline std::string demangle(const char* mangled) {
-#if defined(__GNUC__) || defined(__clang__)
-    int status = 0;
-    std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
-                                                std::free);
-    if (status == 0 && name) {
-        std::string text = name.get();
-        replace_all(text, "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >",
-                    "std::string");
-        replace_all(text, "ctxlocal::" CTXLOCAL_DETAIL_STRING(CTXLOCAL_ABI_NAMESPACE) "::", "ctxlocal::");
-        return text;
-    }
-#endif
-    return mangled;
+    std::string text = platform::demangled(mangled);
+    if (text.empty()) return mangled;
+    // libstdc++'s and libc++'s spelling of std::string, and libc++'s inline namespace std::__1.
+    replace_all(text, "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+                "std::string");
+    replace_all(text, "std::__1::basic_string<char, std::__1::char_traits<char>, std::__1::allocator<char> >",
+                "std::string");
+    replace_all(text, "std::__1::", "std::");
+    replace_all(text, "ctxlocal::" CTXLOCAL_DETAIL_STRING(CTXLOCAL_ABI_NAMESPACE) "::", "ctxlocal::");
+    return text;
 }
 
 template <class T>
