@@ -61,6 +61,15 @@ inline void Registry::on_thread_exit(void* arg) noexcept {
 }
 
 inline void Registry::release_storage(Record& r) noexcept {
+    // A Storage that never stored a value (a fresh one from wrap(), say) is linked nowhere and holds
+    // nothing: no hook can find anything in it, no other thread knows the record. `linked` is written
+    // under the lock by a thread that had the Storage entered, and so held a reference; that thread's
+    // release of its reference happens before the acq_rel decrement that made this the last one.
+    if (!r.linked) {
+        if (r.table != &r.none) Table::free(r.table);
+        delete &r;
+        return;
+    }
     // Held by this release alone; `releasing` in the thread bits refuses entry on any thread meanwhile.
     r.storage_state.store(storage_one_ref | storage_releasing, std::memory_order_relaxed);
     const Record* prev = current_table->record;
