@@ -52,6 +52,7 @@ trap cleanup EXIT
 
 # measure EXE: starts it on a free port, runs wrk, stops it; prints requests/s.
 measure() {
+    : >"$tmp/out"  # now, not in the background job: else the loop below may read the last run's port
     "${server_cpu[@]}" "$BIN/$1" --port 0 --threads "$SERVER_THREADS" >"$tmp/out" 2>"$tmp/err" &
     server_pid=$!
     local port="" i
