@@ -69,7 +69,7 @@ cmake_leg() {
         -DCMAKE_BUILD_TYPE="$build_type" \
         "-DCMAKE_CXX_FLAGS_${upper}=${flags}" \
         -DCTXLOCAL_BUILD_TESTS=ON -DCTXLOCAL_BUILD_EXAMPLES=ON -DCTXLOCAL_WERROR=ON \
-        -DCTXLOCAL_REQUIRE_HTTPLIB=ON -DCTXLOCAL_REQUIRE_BEAST=ON "$@"
+        -DCTXLOCAL_REQUIRE_HTTPLIB=ON -DCTXLOCAL_REQUIRE_BEAST=ON -DCTXLOCAL_REQUIRE_ASIO=ON "$@"
     cmake --build "$dir" --parallel "$JOBS"
     (cd "$dir" && ctest --output-on-failure --no-tests=error --parallel "$JOBS")
 }
@@ -121,7 +121,7 @@ leg_tsan() {
     cmake -S "$ROOT" -B build/tsan -G Ninja -DCMAKE_CXX_COMPILER=clang++ \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g" \
         -DCTXLOCAL_BUILD_TESTS=ON -DCTXLOCAL_BUILD_EXAMPLES=ON -DCTXLOCAL_WERROR=ON \
-        -DCTXLOCAL_REQUIRE_HTTPLIB=ON -DCTXLOCAL_REQUIRE_BEAST=ON -DCTXLOCAL_WITH_GRPC=OFF \
+        -DCTXLOCAL_REQUIRE_HTTPLIB=ON -DCTXLOCAL_REQUIRE_BEAST=ON -DCTXLOCAL_REQUIRE_ASIO=ON -DCTXLOCAL_WITH_GRPC=OFF \
         -DCTXLOCAL_SANITIZE=thread
     cmake --build build/tsan --parallel "$JOBS"
     (cd build/tsan && tsan_run ctest --output-on-failure --no-tests=error --parallel "$JOBS")

@@ -8,6 +8,11 @@
 #
 #   bash examples/servers/overhead.sh BUILD_DIR [RUNS] [DURATION] [CONNECTIONS] [WRK_THREADS] [SERVER_THREADS]
 #   bash examples/servers/overhead.sh build/demo 3 10s 32 1 1
+#   OVERHEAD_SERVER=asio_server bash examples/servers/overhead.sh build/gcc 5 10s 32 1 1
+#
+# OVERHEAD_SERVER names another server with an _explicit twin (default pool_server): asio_server (a
+# Storage per request from web::make_storage, its coroutine on ctxlocal::bind_executor) against
+# asio_server_explicit.
 #
 # With 2 or more CPUs and taskset (util-linux), the server is pinned to CPU 0 and wrk to CPU 1, so that
 # the server is CPU-bound on one core and the two do not fight for it (on a 2-core machine, unpinned runs
@@ -24,8 +29,9 @@ CONNECTIONS="${4:-32}"
 WRK_THREADS="${5:-1}"
 SERVER_THREADS="${6:-1}"
 BIN="$BUILD/examples/servers"
+SERVER="${OVERHEAD_SERVER:-pool_server}"
 command -v wrk >/dev/null || { echo "overhead.sh: wrk not found (Debian: apt-get install wrk)" >&2; exit 1; }
-for exe in pool_server pool_server_explicit; do
+for exe in "$SERVER" "${SERVER}_explicit"; do
     [ -x "$BIN/$exe" ] || { echo "overhead.sh: $BIN/$exe not built" >&2; exit 1; }
 done
 
@@ -46,6 +52,7 @@ trap cleanup EXIT
 
 # measure EXE: starts it on a free port, runs wrk, stops it; prints requests/s.
 measure() {
+    : >"$tmp/out"  # now, not in the background job: else the loop below may read the last run's port
     "${server_cpu[@]}" "$BIN/$1" --port 0 --threads "$SERVER_THREADS" >"$tmp/out" 2>"$tmp/err" &
     server_pid=$!
     local port="" i
@@ -69,18 +76,18 @@ measure() {
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, pool_server --threads $SERVER_THREADS, $RUNS alternating runs each," \
+echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, $SERVER --threads $SERVER_THREADS, $RUNS alternating runs each," \
     "$([ "${#server_cpu[@]}" -gt 0 ] && echo "server on CPU 0, wrk on CPU 1" || echo "not pinned")"
 ctx=()
 explicit=()
 ratios=()
 for run in $(seq "$RUNS"); do
     if [ $((run % 2)) -eq 1 ]; then
-        e="$(measure pool_server_explicit)"
-        c="$(measure pool_server)"
+        e="$(measure "${SERVER}_explicit")"
+        c="$(measure "$SERVER")"
     else
-        c="$(measure pool_server)"
-        e="$(measure pool_server_explicit)"
+        c="$(measure "$SERVER")"
+        e="$(measure "${SERVER}_explicit")"
     fi
     explicit+=("$e")
     ctx+=("$c")

@@ -15,6 +15,9 @@ worker or child that outlived the master would still be there). Every step is bo
   e2e.py shutdown_idle SERVER [server args]
                                           with idle keep-alive connections open (after a request, silent,
                                           half a request), SIGTERM must end the server within 2 s
+  e2e.py hops    SERVER [server args]     concurrent requests with delays on a server whose body says
+                                          threads=K (asio_server): every answer names its own id, and at
+                                          least HOPS_MIN_SHARE of them ran on 2 or more threads
 
 Exit status 0 on success, 1 on failure (the reason is printed).
 """
@@ -26,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 START_TIMEOUT = 20.0  # seconds for the first line
@@ -395,6 +399,55 @@ def mode_shutdown_idle(server, _):
         conn.close()
 
 
+HOPS_CONNECTIONS = 16
+HOPS_REQUESTS = 25  # per connection
+HOPS_MIN_SHARE = 0.2  # of the delayed requests, those that must report threads >= 2
+
+
+def mode_hops(server, _):
+    # Every request waits 1..5 ms on the server's timer, so it is suspended and resumed, usually on another
+    # thread of the pool. A request that resumed elsewhere and still reads its own id from web::request and
+    # web::g shows that its context followed it; the share of such requests shows the test is meaningful.
+    results = []
+    errors = []
+    lock = threading.Lock()
+
+    def client(index):
+        try:
+            conn = Connection(server.port)
+            for r in range(HOPS_REQUESTS):
+                rid = 1000 * (index + 1) + r
+                reply = conn.get(f"/whoami?id={rid}&delay_ms={1 + (rid % 5)}")
+                if reply is None or reply[0] != 200:
+                    raise Failure(f"id={rid}: {reply}")
+                f = fields(reply[2])
+                with lock:
+                    results.append((rid, f))
+            conn.close()
+        except (Failure, OSError) as error:
+            with lock:
+                errors.append(f"connection {index}: {error}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(HOPS_CONNECTIONS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(CLIENT_TIMEOUT)
+    expect(not any(t.is_alive() for t in threads), f"clients did not finish within {CLIENT_TIMEOUT}s")
+    expect(not errors, f"errors: {errors[:5]}")
+    expect(len(results) == HOPS_CONNECTIONS * HOPS_REQUESTS, f"{len(results)} answers")
+    mismatches = [(rid, f) for rid, f in results if f.get("id") != str(rid) or f.get("g") != str(rid)]
+    for rid, f in mismatches[:5]:
+        log(f"MISMATCH: sent id={rid}, got {f}")
+    expect(not mismatches, f"{len(mismatches)} MISMATCHES: a request saw another request's data")
+    expect(all("threads" in f for _, f in results), "an answer without threads=K")
+    hopped = sum(1 for _, f in results if int(f["threads"]) >= 2)
+    share = hopped / len(results)
+    log(f"{hopped} of {len(results)} delayed requests ran on 2 or more threads ({share:.0%}), all answered right")
+    expect(share >= HOPS_MIN_SHARE, f"only {share:.0%} of the requests ran on 2+ threads (need {HOPS_MIN_SHARE:.0%}): "
+           "the test does not show the context following a request across threads")
+
+
 MODES = {
     "load": mode_load,
     "client": mode_client,
@@ -402,6 +455,7 @@ MODES = {
     "robust": mode_robust,
     "restart": mode_restart,
     "shutdown_idle": mode_shutdown_idle,
+    "hops": mode_hops,
 }
 
 
