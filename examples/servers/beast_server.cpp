@@ -138,23 +138,6 @@ http::response<http::string_body> answer(const http::request<http::string_body>&
     return out;
 }
 
-struct Connection {
-    std::thread thread;
-    std::shared_ptr<std::atomic<bool>> done;
-};
-
-void join_finished(std::vector<Connection>& connections, bool all) {
-    for (std::size_t i = 0; i < connections.size();) {
-        if (all || connections[i].done->load()) {
-            connections[i].thread.join();
-            connections[i] = std::move(connections.back());
-            connections.pop_back();
-        } else {
-            ++i;
-        }
-    }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -171,7 +154,7 @@ int main(int argc, char** argv) {
     limits.body_limit = max_body_bytes;
     limits.stopping = &stopping;
 
-    std::vector<Connection> connections;
+    std::vector<ConnectionThread> connections;
     while (wait_readable(listener)) {
         const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd < 0) continue;  // another error or EAGAIN: keep serving

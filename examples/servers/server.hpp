@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -247,5 +248,24 @@ private:
     std::function<void(int)> prepare_;
     std::function<void(int)> forked_;
 };
+
+/// A thread serving one connection, and the flag it sets when it is done (thread-per-connection servers).
+struct ConnectionThread {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+};
+
+/// Joins and forgets the connection threads that are done (every one when `all`).
+inline void join_finished(std::vector<ConnectionThread>& connections, bool all) {
+    for (std::size_t i = 0; i < connections.size();) {
+        if (all || connections[i].done->load()) {
+            connections[i].thread.join();
+            connections[i] = std::move(connections.back());
+            connections.pop_back();
+        } else {
+            ++i;
+        }
+    }
+}
 
 }  // namespace servers

@@ -19,27 +19,6 @@
 
 using namespace servers;
 
-namespace {
-
-struct Connection {
-    std::thread thread;
-    std::shared_ptr<std::atomic<bool>> done;
-};
-
-void join_finished(std::vector<Connection>& connections, bool all) {
-    for (std::size_t i = 0; i < connections.size();) {
-        if (all || connections[i].done->load()) {
-            connections[i].thread.join();
-            connections[i] = std::move(connections.back());
-            connections.pop_back();
-        } else {
-            ++i;
-        }
-    }
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
     const Options options = parse_options(argc, argv, "[--port N]");
     install_stop_signals();
@@ -48,7 +27,7 @@ int main(int argc, char** argv) {
     const int listener = listen_loopback(options.port, true);
     announce(bound_port(listener));
 
-    std::vector<Connection> connections;
+    std::vector<ConnectionThread> connections;
     while (wait_readable(listener)) {
         const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd < 0) continue;  // another error or EAGAIN: keep serving
