@@ -116,9 +116,12 @@ TEST_CASE("Teardown.Takeover.destroyed_local_takes_over_values_not_started" * do
         hold(two, 2);
     });
     const std::thread::id worker_id = worker.get_id();
-    REQUIRE(test_support::wait_until([&] { return started.load() == 1; }, std::chrono::seconds(30)));
+    // `which` is set by the first destructor right after it counts itself in `started`: wait for it, not
+    // for `started` (reading `which` too early would pick the Local whose destructor is blocked).
+    REQUIRE(test_support::wait_until([&] { return which.load() != 0; }, std::chrono::seconds(30)));
     // The worker is exiting, blocked in the first value's destructor; the other value is queued behind it.
     const int blocked = which.load();
+    CHECK(started.load() == 1);
     Local<BlocksFirst>*& queued_local = blocked == 1 ? two : one;
     delete queued_local;  // must not wait for the blocked worker: it takes the queued value over
     queued_local = nullptr;
