@@ -90,17 +90,9 @@ public:
     /// first; never throws.
     Frame& push_app(const void* ctx, App* a, const void* implicit_for) noexcept {
         const Frame* previous = ctx == nullptr ? nullptr : find(ctx);
-        Request* below = request;
-        Frame& f = frames.push();
-        f.kind = FrameKind::app;
-        f.pushed_app = false;
-        f.closing = false;
-        f.releasing_g = false;
-        f.depth = previous == nullptr ? 1 : previous->depth + 1;
-        f.ctx = ctx;
+        // An application context pushed inside a request leaves the request bound.
+        Frame& f = push_frame(FrameKind::app, ctx, previous, a, request, false);
         f.implicit_for = implicit_for;
-        f.app = a;
-        f.request = below;  // an application context pushed inside a request leaves the request bound
         f.app_frame = &f;
         f.g_home = previous == nullptr ? &f : previous->g_home;
         sync();
@@ -109,20 +101,9 @@ public:
 
     /// Pushes a request frame over the active application frame. Call frames.reserve_next() first.
     void push_request(const void* ctx, Request* r, bool pushed_app) noexcept {
-        const Frame* previous = find(ctx);
         Frame* below_app = app_top;
-        Frame& f = frames.push();
-        f.kind = FrameKind::request;
-        f.pushed_app = pushed_app;
-        f.closing = false;
-        f.releasing_g = false;
-        f.depth = previous == nullptr ? 1 : previous->depth + 1;
-        f.ctx = ctx;
-        f.implicit_for = nullptr;
-        f.app = below_app->app;
-        f.request = r;
+        Frame& f = push_frame(FrameKind::request, ctx, find(ctx), below_app->app, r, pushed_app);
         f.app_frame = below_app;
-        f.g_home = nullptr;
         sync();
     }
 
@@ -266,6 +247,24 @@ public:
 
 private:
     static inline std::atomic<void (*)(const Incident&)> incident_handler_{nullptr};
+
+    /// The fields every pushed frame sets; the caller sets the application-frame links.
+    Frame& push_frame(FrameKind kind, const void* ctx, const Frame* previous, App* a, Request* r,
+                      bool pushed_app) noexcept {
+        Frame& f = frames.push();
+        f.kind = kind;
+        f.pushed_app = pushed_app;
+        f.closing = false;
+        f.releasing_g = false;
+        f.depth = previous == nullptr ? 1 : previous->depth + 1;
+        f.ctx = ctx;
+        f.implicit_for = nullptr;
+        f.app = a;
+        f.request = r;
+        f.app_frame = nullptr;
+        f.g_home = nullptr;
+        return f;
+    }
 
     /// Ends an application frame's g: destroys it, or for a Namespace destroys its values and keeps the
     /// emptied Namespace (and its capacity) for the frame's next push. While its values are destroyed, g
