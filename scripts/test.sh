@@ -202,8 +202,9 @@ cross_leg() {
     if [ -n "${CROSS_MACHINE:-}" ]; then  # the programs are for the target, not the build machine
         local program
         program="$(find "$dir/tests" -maxdepth 1 -name 'local_test*' -type f | head -n 1)"
-        "${CROSS_OBJDUMP:-objdump}" -f "$program" | grep -q "format $CROSS_MACHINE" ||
-            die "$1: $program is not $CROSS_MACHINE"
+        local header
+        header="$("${CROSS_OBJDUMP:-objdump}" -f "$program")" || die "$1: objdump failed on $program"
+        grep -q "format $CROSS_MACHINE" <<<"$header" || die "$1: $program is not $CROSS_MACHINE"
     fi
     local test listed
     for test in "${tests[@]}"; do
@@ -235,11 +236,12 @@ leg_windows() {
             'HKLM\Software\Microsoft\Windows NT\CurrentVersion\AeDebug' /v Debugger /f || true
     fi
     # Not run on Windows (docs/platforms.md): shutdown_thread_local_test (C++ thread_local destructors run
-    # after the teardown with mingw), and shutdown_threads_test's `return` and `exit-thread` modes (every
-    # check passes, then the process hangs in its exit under wine while other threads are still exiting).
-    CROSS_EXCLUDE='^shutdown_threads_test\.(return|exit-thread)$' CROSS_MACHINE=pei-x86-64 \
+    # after the teardown with mingw), and shutdown_threads_test (under wine 8 a process that ends while its
+    # threads still run fails about 1 run in 40: killed by wine after every check passed, or a check
+    # failing; threads started during exit() often do not run there, with or without ctxlocal).
+    CROSS_MACHINE=pei-x86-64 \
         CTXLOCAL_MODEL_OPS="${CTXLOCAL_MODEL_OPS:-100000}" cross_leg windows mingw-w64-x86_64 -- \
-        "${CROSS_TESTS[@]}" odr_test shutdown_static_test shutdown_threads_test
+        "${CROSS_TESTS[@]}" odr_test shutdown_static_test
     # Every header compiled alone with mingw-w64 (the platform layer's Windows side included).
     cmake --build build/windows --parallel "$JOBS" --target ctxlocal_header_check
 }
@@ -277,8 +279,12 @@ leg_libcxx() {
     # others (Dso.Contexts.request_pushed_in_one_dso_is_the_request_of_all fails; docs/platforms.md).
     cross_leg libcxx native "${libcxx[@]}" -- "${CROSS_TESTS[@]}" fork_test lock_free_test task_cxx20_test
     # Proof that it is libc++: the test programs link libc++.so, not libstdc++.
-    ldd build/libcxx/tests/local_test | grep -q 'libc++\.so' || die "local_test is not linked with libc++"
-    if ldd build/libcxx/tests/local_test | grep -q 'libstdc++'; then die "local_test links libstdc++"; fi
+    # (ldd's output is read whole first: `ldd | grep -q` under pipefail fails when grep exits early and ldd
+    # dies of SIGPIPE, which is how this check once failed in CI.)
+    local libs
+    libs="$(ldd build/libcxx/tests/local_test)" || die "ldd failed on local_test"
+    grep -q 'libc++\.so' <<<"$libs" || die "local_test is not linked with libc++:"$'\n'"$libs"
+    if grep -q 'libstdc++' <<<"$libs"; then die "local_test links libstdc++:"$'\n'"$libs"; fi
 }
 
 leg_fuzz() { CTXLOCAL_FUZZ_DIR="$ROOT/build/fuzz" bash "$ROOT/tests/fuzz/run.sh"; }

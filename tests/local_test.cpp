@@ -1072,19 +1072,23 @@ struct SlowToDie {
 
 TEST_CASE("Local.Destroy.waits_for_exiting_thread_and_frees_slot_once" * doctest::timeout(30)) {
     Watchdog watchdog("Local.Destroy.waits_for_exiting_thread_and_frees_slot_once");
-    Gate entered, proceed;
+    Gate entered, proceed, destroyer_running;
     std::atomic<bool> finished{false};
     auto* local = new Local<SlowToDie>();
     std::atomic<bool> deleting{false};
     bool finished_when_delete_returned = false;
-    // Started before the worker exits: winpthreads (mingw-w64) blocks thread creation while a thread runs
-    // its exit destructors.
+    // Running before the worker exits, not only created: winpthreads (mingw-w64) holds a new thread in its
+    // start-up, before the thread function runs, while another thread runs its exit destructors (seen under
+    // wine: the destroyer stuck in pthread_create_wrapper, the worker in the value's destructor waiting for
+    // `proceed`, main waiting for `deleting`).
     std::thread destroyer([&] {
+        destroyer_running.open();
         entered.wait();  // the worker is exiting and is inside the value's destructor
         deleting = true;
         delete local;
         finished_when_delete_returned = finished;
     });
+    destroyer_running.wait();
     std::thread worker([&] { local->emplace(&entered, &proceed, &finished); });
     while (!deleting) std::this_thread::yield();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let ~Local reach its wait

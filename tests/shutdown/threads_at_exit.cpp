@@ -46,8 +46,17 @@ struct Request {
 using web = ctxlocal::Contexts<App, Request>;
 
 constexpr int workers = 3;
-// 3 in main (1 in late-static mode), 1 in watch_before, 2 in watch_after.
-shutdown_test::Summary summary{"shutdown_threads_test", 6};
+// Windows (mingw-w64 under wine): a thread started after exit() began often does not run within 10 s, also
+// in a program without ctxlocal (docs/platforms.md), so the check that threads still start is not made.
+#if defined(_WIN32)
+constexpr bool threads_start_during_exit = false;
+#else
+constexpr bool threads_start_during_exit = true;
+#endif
+// 3 in main (1 in late-static mode), 1 in watch_before, 2 in watch_after (1 on Windows).
+constexpr int main_checks = 3;
+constexpr int exit_checks = threads_start_during_exit ? 3 : 2;
+shutdown_test::Summary summary{"shutdown_threads_test", main_checks + exit_checks};
 bool use_late_static = false;  // set by main before the workers start
 
 // Never destroyed: the workers use them to the very end.
@@ -80,6 +89,10 @@ struct WatchAfter {
     ~WatchAfter() {
         check(workers_progress(2000),
               "after the Locals' static destructors: the workers keep using them and contexts");
+        if (!threads_start_during_exit) {
+            std::printf("skip: after the Locals' static destructors: threads still start (not on Windows)\n");
+            return;
+        }
         const long churn = thread_churn.load();
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
         while (thread_churn.load() < churn + 5 && std::chrono::steady_clock::now() < deadline) {
@@ -183,7 +196,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (use_late_static) {
-        summary.expect(4);  // the main thread uses no Local: only the first of main's checks
+        summary.expect(1 + exit_checks);  // the main thread uses no Local: only the first of main's checks
         start_workers();
         check(workers_progress(1000), "main: the workers run");
     } else {

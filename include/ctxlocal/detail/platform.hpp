@@ -12,6 +12,7 @@
 //   is_main_thread() -> bool                     the thread that runs main() and whose exit is exit()
 //   on_fork(before, parent, child)               fork hooks (a no-op where there is no fork)
 //   on_process_exit(hook)                        runs at exit() or return from main, with atexit handlers
+//   on_exit_start(hook)                          runs as soon as the main thread starts to exit (below)
 //   thread_local_destructors_first               C++ thread_local destructors run before the exit hook
 //   concurrent_thread_exits                      two threads' exit hooks may run at the same time
 //   mark_thread_exited(); thread_exited()        a mark that survives the thread_locals' reset (mingw)
@@ -20,6 +21,8 @@
 // Orderings at thread and process exit differ between platforms; docs/platforms.md says which ctxlocal
 // relies on where, and which test checks each.
 #pragma once
+
+#include <cstdlib>
 
 #include "../config.hpp"
 
@@ -30,3 +33,39 @@
 #endif
 
 #include "platform_demangle.hpp"
+
+namespace ctxlocal {
+inline namespace CTXLOCAL_ABI_NAMESPACE {
+namespace detail {
+namespace platform {
+
+#if defined(CTXLOCAL_DETAIL_WINPTHREADS)
+/// Runs `hook` once the process exits, from an atexit handler registered by the first call. With mingw-w64,
+/// libstdc++ runs the main thread's thread_local destructors from an atexit handler too, so the sentinel
+/// below would fire no sooner; and it would make libstdc++ create a pthread key that a static destructor
+/// deletes in exit(), which deadlocks inside winpthreads while other threads are exiting (seen under wine:
+/// shutdown_threads_test exit-main, the main thread blocked in pthread_key_delete; docs/platforms.md).
+inline void on_exit_start(void (*hook)()) noexcept {
+    static const bool registered = std::atexit(hook) == 0;
+    (void)registered;
+}
+#else
+/// Runs `hook` when the main thread starts to exit: glibc runs the calling thread's thread_local
+/// destructors first thing in exit(), before static destructors and atexit handlers, so this sentinel's
+/// destructor marks the very start. Call on the main thread; a later call only sets the hook again.
+inline void on_exit_start(void (*hook)()) noexcept {
+    struct Sentinel {
+        void (*hook)() = nullptr;
+        ~Sentinel() {
+            if (hook != nullptr) hook();
+        }
+    };
+    static thread_local Sentinel sentinel;
+    sentinel.hook = hook;
+}
+#endif
+
+}  // namespace platform
+}  // namespace detail
+}  // namespace CTXLOCAL_ABI_NAMESPACE
+}  // namespace ctxlocal

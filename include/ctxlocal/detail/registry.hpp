@@ -211,16 +211,11 @@ public:
 
     static void on_process_exit() noexcept { process_exiting.store(true, std::memory_order_release); }
 
-    /// The main thread's thread_local destructors run first thing in exit(), before static destructors
-    /// and atexit handlers: this sentinel marks the start of process exit. Armed during static
-    /// initialisation (see exit_sentinel_armed below) and again when the main thread first stores a value.
-    static void arm_exit_sentinel() noexcept {
-        struct Sentinel {
-            ~Sentinel() { on_process_exit(); }
-        };
-        static thread_local Sentinel sentinel;
-        (void)&sentinel;
-    }
+    /// Marks the start of process exit as early as the platform can tell (platform::on_exit_start: the
+    /// main thread's thread_local destructors, first thing in exit(), where they run first). Armed during
+    /// static initialisation (see exit_sentinel_armed below) and again when the main thread first stores
+    /// a value.
+    static void arm_exit_sentinel() noexcept { platform::on_exit_start(&Registry::on_process_exit); }
 
 private:
     static constexpr const char* closed_message =
