@@ -201,7 +201,7 @@ cross_leg() {
     cmake --build "$dir" --parallel "$JOBS" --target "${tests[@]}"
     if [ -n "${CROSS_MACHINE:-}" ]; then  # the programs are for the target, not the build machine
         local program
-        program="$(find "$dir/tests" -maxdepth 1 -name 'local_test*' -type f | head -n 1)"
+        program="$(find "$dir/tests" -maxdepth 1 -name 'local_test*' -type f -print -quit)"
         local header
         header="$("${CROSS_OBJDUMP:-objdump}" -f "$program")" || die "$1: objdump failed on $program"
         grep -q "format $CROSS_MACHINE" <<<"$header" || die "$1: $program is not $CROSS_MACHINE"

@@ -12,11 +12,12 @@
 //   is_main_thread() -> bool                     the thread that runs main() and whose exit is exit()
 //   on_fork(before, parent, child)               fork hooks (a no-op where there is no fork)
 //   on_process_exit(hook)                        runs at exit() or return from main, with atexit handlers
-//   on_exit_start(hook)                          runs as soon as the main thread starts to exit (below)
 //   thread_local_destructors_first               C++ thread_local destructors run before the exit hook
 //   concurrent_thread_exits                      two threads' exit hooks may run at the same time
 //   mark_thread_exited(); thread_exited()        a mark that survives the thread_locals' reset (mingw)
-// and platform_demangle.hpp: demangled(mangled) -> std::string ("" when it cannot demangle).
+// (the key functions from platform_pthread_key.hpp where there are pthreads); platform_demangle.hpp:
+// demangled(mangled) -> std::string ("" when it cannot demangle); and this header: on_exit_start(hook),
+// which runs `hook` as soon as the main thread starts to exit.
 //
 // Orderings at thread and process exit differ between platforms; docs/platforms.md says which ctxlocal
 // relies on where, and which test checks each.

@@ -16,27 +16,16 @@
 #endif
 
 #include "../config.hpp"
+#include "platform_pthread_key.hpp"
 
 namespace ctxlocal {
 inline namespace CTXLOCAL_ABI_NAMESPACE {
 namespace detail {
 namespace platform {
 
-/// A per-thread hook: `exit_hook(value)` runs on a thread that exits with a non-null value set. On glibc
-/// the pthread key destructors run after the thread's C++ thread_local destructors; elsewhere the order
-/// is not promised, and ctxlocal does not depend on it (docs/platforms.md).
-using ThreadExitKey = pthread_key_t;
-
-/// Makes the key; false when the system has none left.
-inline bool make_thread_exit_key(ThreadExitKey& key, void (*exit_hook)(void*)) noexcept {
-    return pthread_key_create(&key, exit_hook) == 0;
-}
-inline void delete_thread_exit_key(ThreadExitKey key) noexcept { pthread_key_delete(key); }
-
-/// Sets the calling thread's value of the key; false when the system could not store it (out of memory).
-inline bool set_thread_exit_value(ThreadExitKey key, void* value) noexcept {
-    return pthread_setspecific(key, value) == 0;
-}
+// The thread-exit hook is a pthread key (platform_pthread_key.hpp). On glibc the key destructors run after
+// the thread's C++ thread_local destructors; elsewhere the order is not promised, and ctxlocal does not
+// depend on it (docs/platforms.md).
 
 /// True on the process's main thread (the one that runs main() and whose exit is exit()).
 inline bool is_main_thread() noexcept {

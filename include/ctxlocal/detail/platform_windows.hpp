@@ -32,33 +32,19 @@
 #undef CTXLOCAL_DETAIL_UNDEF_NOMINMAX
 #endif
 
-#if defined(__MINGW32__) && __has_include(<pthread.h>)
-#include <pthread.h>
-#define CTXLOCAL_DETAIL_WINPTHREADS 1
-#endif
-
 #include "../config.hpp"
+
+#if defined(__MINGW32__) && __has_include(<pthread.h>)
+#define CTXLOCAL_DETAIL_WINPTHREADS 1
+#include "platform_pthread_key.hpp"
+#endif
 
 namespace ctxlocal {
 inline namespace CTXLOCAL_ABI_NAMESPACE {
 namespace detail {
 namespace platform {
 
-#if defined(CTXLOCAL_DETAIL_WINPTHREADS)
-/// A per-thread hook: `exit_hook(value)` runs on a thread that exits with a non-null value set.
-using ThreadExitKey = pthread_key_t;
-
-/// Makes the key; false when the system has none left.
-inline bool make_thread_exit_key(ThreadExitKey& key, void (*exit_hook)(void*)) noexcept {
-    return pthread_key_create(&key, exit_hook) == 0;
-}
-inline void delete_thread_exit_key(ThreadExitKey key) noexcept { pthread_key_delete(key); }
-
-/// Sets the calling thread's value of the key; false when the system could not store it (out of memory).
-inline bool set_thread_exit_value(ThreadExitKey key, void* value) noexcept {
-    return pthread_setspecific(key, value) == 0;
-}
-#else
+#if !defined(CTXLOCAL_DETAIL_WINPTHREADS)  // with winpthreads: a pthread key (platform_pthread_key.hpp)
 using ThreadExitKey = DWORD;
 
 /// The hook of the one key (the registry makes one): FLS callbacks take no context of their own.
