@@ -235,6 +235,18 @@ leg_windows() {
         WINEPREFIX="$prefix" WINEDEBUG=-all /usr/lib/wine/wine64 reg delete \
             'HKLM\Software\Microsoft\Windows NT\CurrentVersion\AeDebug' /v Debugger /f || true
     fi
+    # One wineserver, with wine's own services, for the whole leg. Left to itself the server exits after
+    # every test program (its services with it), the next program boots them again (about 2 s), and one
+    # that connects while the server is exiting fails at once ("wine client error: recvmsg: Connection
+    # reset by peer": namespace_test failed so, in 0.01 s, in a fresh-clone run). wineboot starts the
+    # services with their output on /dev/null: started by a test program, they would inherit its output
+    # pipe and keep it open after the program ended.
+    local server=/usr/lib/wine/wineserver64
+    WINEPREFIX="$prefix" "$server" -w  # the prefix set-up's server, if it is still exiting
+    WINEPREFIX="$prefix" "$server" -p </dev/null >/dev/null 2>&1
+    # shellcheck disable=SC2064  # expanded now: $prefix is local to this function
+    trap "WINEPREFIX='$prefix' '$server' -k >/dev/null 2>&1 || true" EXIT
+    WINEPREFIX="$prefix" WINEDEBUG=-all /usr/lib/wine/wine64 wineboot </dev/null >/dev/null 2>&1
     # Not run on Windows (docs/platforms.md): shutdown_thread_local_test (C++ thread_local destructors run
     # after the teardown with mingw), and shutdown_threads_test (under wine 8 a process that ends while its
     # threads still run fails about 1 run in 40: killed by wine after every check passed, or a check
