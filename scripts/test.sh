@@ -287,9 +287,8 @@ leg_libcxx() {
     # cpp-httplib is built against libstdc++).
     local libcxx=(-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_CXX_STANDARD=20 -DCMAKE_CXX_FLAGS=-stdlib=libc++
         -DCMAKE_EXE_LINKER_FLAGS=-stdlib=libc++ -DCMAKE_SHARED_LINKER_FLAGS=-stdlib=libc++)
-    # dso_test is not run: with libc++ a request pushed in one shared library is not the request of the
-    # others (Dso.Contexts.request_pushed_in_one_dso_is_the_request_of_all fails; docs/platforms.md).
-    cross_leg libcxx native "${libcxx[@]}" -- "${CROSS_TESTS[@]}" fork_test lock_free_test task_cxx20_test
+    cross_leg libcxx native "${libcxx[@]}" -- "${CROSS_TESTS[@]}" fork_test lock_free_test task_cxx20_test \
+        dso_test
     # Proof that it is libc++: the test programs link libc++.so, not libstdc++.
     # (ldd's output is read whole first: `ldd | grep -q` under pipefail fails when grep exits early and ldd
     # dies of SIGPIPE, which is how this check once failed in CI.)
