@@ -23,8 +23,6 @@
 // relies on where, and which test checks each.
 #pragma once
 
-#include <cstdlib>
-
 #include "../config.hpp"
 
 #if defined(_WIN32)
@@ -41,13 +39,13 @@ namespace detail {
 namespace platform {
 
 #if defined(CTXLOCAL_DETAIL_WINPTHREADS)
-/// Runs `hook` once the process exits, from an atexit handler registered by the first call. With mingw-w64,
+/// Runs `hook` once the process exits: on_process_exit, registered by the first call. With mingw-w64,
 /// libstdc++ runs the main thread's thread_local destructors from an atexit handler too, so the sentinel
 /// below would fire no sooner; and it would make libstdc++ create a pthread key that a static destructor
 /// deletes in exit(), which deadlocks inside winpthreads while other threads are exiting (seen under wine:
 /// shutdown_threads_test exit-main, the main thread blocked in pthread_key_delete; docs/platforms.md).
 inline void on_exit_start(void (*hook)()) noexcept {
-    static const bool registered = std::atexit(hook) == 0;
+    static const bool registered = (on_process_exit(hook), true);
     (void)registered;
 }
 #else
